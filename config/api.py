@@ -1,0 +1,49 @@
+"""REST API plumbing shared by every app: pagination, the 409 error and error translation."""
+
+import logging
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from rest_framework import exceptions, pagination, status
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500  # keeps a single response (and its queries) bounded
+
+CONCURRENT_CHANGE = "The change conflicts with a concurrent change to the same records; reload and try again."
+
+
+class StandardPagination(pagination.PageNumberPagination):
+    page_size = DEFAULT_PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = CONCURRENT_CHANGE
+    default_code = "conflict"
+
+
+def exception_handler(exc, context):
+    """Turn model validation errors into 400s keyed by field, and constraint races into 409s."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(detail=_validation_detail(exc))
+    elif isinstance(exc, IntegrityError):
+        # Validation already passed, so a concurrent request won the race for a unique value
+        # or removed a referenced record; the transaction has been rolled back.
+        logger.warning("Write refused by a database constraint: %s", exc)
+        exc = Conflict()
+    return drf_exception_handler(exc, context)
+
+
+def _validation_detail(exc: DjangoValidationError) -> dict[str, list[str]]:
+    if not hasattr(exc, "error_dict"):
+        return {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
+    return {
+        (api_settings.NON_FIELD_ERRORS_KEY if field == "__all__" else field): messages
+        for field, messages in exc.message_dict.items()
+    }

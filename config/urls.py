@@ -1,0 +1,37 @@
+"""URL configuration: admin, REST API, API schema and docs."""
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.routers import DefaultRouter
+from rest_framework.throttling import ScopedRateThrottle
+
+from schools import api as schools_api
+from sync import api as sync_api
+
+router = DefaultRouter()
+router.register("schools", schools_api.SchoolViewSet)
+router.register("grades", schools_api.GradeViewSet)
+router.register("classes", schools_api.SchoolClassViewSet)
+router.register("teachers", schools_api.TeacherViewSet)
+router.register("students", schools_api.StudentViewSet)
+router.register("sync/operations", sync_api.OperationLogViewSet)
+
+
+class ObtainTokenView(ObtainAuthToken):
+    """Exchange a username and password for an API token (throttled against guessing)."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path("api/", include(router.urls)),
+    path("api-auth/", include("rest_framework.urls")),
+]

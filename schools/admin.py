@@ -1,0 +1,97 @@
+"""Admin screens for the school records; saves and deletes go through schools.services."""
+
+from django.contrib import admin
+from django.db import transaction
+
+from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.services import delete_record, save_record
+
+
+class ServiceWritesMixin:
+    """Route every admin write (forms, inlines, bulk delete) through the services."""
+
+    def save_model(self, request, obj, form, change):
+        save_record(instance=obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        delete_record(instance=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                delete_record(instance=obj, actor=request.user)
+
+    def save_formset(self, request, form, formset, change):
+        # commit=False fills deleted_objects, new_objects and changed_objects without writing.
+        formset.save(commit=False)
+        for obj in formset.deleted_objects:
+            delete_record(instance=obj, actor=request.user)
+        for obj in [*formset.new_objects, *(obj for obj, _ in formset.changed_objects)]:
+            save_record(instance=obj, actor=request.user)
+        formset.save_m2m()
+
+
+class GradeInline(admin.TabularInline):
+    model = Grade
+    fields = ["level", "name"]
+    extra = 0
+    show_change_link = True
+
+
+class SchoolClassInline(admin.TabularInline):
+    model = SchoolClass
+    fields = ["name", "homeroom_teacher"]
+    autocomplete_fields = ["homeroom_teacher"]
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(School)
+class SchoolAdmin(ServiceWritesMixin, admin.ModelAdmin):
+    list_display = ["name", "address", "updated_at"]
+    search_fields = ["name", "address"]
+    inlines = [GradeInline]
+
+
+@admin.register(Grade)
+class GradeAdmin(ServiceWritesMixin, admin.ModelAdmin):
+    list_display = ["name", "level", "school"]
+    list_filter = ["level", "school"]
+    list_select_related = ["school"]
+    search_fields = ["name", "school__name"]
+    autocomplete_fields = ["school"]
+    inlines = [SchoolClassInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("school")
+
+
+@admin.register(SchoolClass)
+class SchoolClassAdmin(ServiceWritesMixin, admin.ModelAdmin):
+    list_display = ["name", "grade", "homeroom_teacher"]
+    list_filter = ["grade__level", "grade__school"]
+    search_fields = ["name", "grade__name", "grade__school__name"]
+    autocomplete_fields = ["grade", "homeroom_teacher"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("grade__school", "homeroom_teacher")
+
+
+@admin.register(Teacher)
+class TeacherAdmin(ServiceWritesMixin, admin.ModelAdmin):
+    list_display = ["last_name", "first_name", "email", "school"]
+    list_filter = ["school"]
+    list_select_related = ["school"]
+    search_fields = ["first_name", "last_name", "email"]
+    autocomplete_fields = ["school"]
+
+
+@admin.register(Student)
+class StudentAdmin(ServiceWritesMixin, admin.ModelAdmin):
+    list_display = ["student_number", "last_name", "first_name", "school_class", "school"]
+    list_filter = ["school", "school_class__grade__level"]
+    search_fields = ["student_number", "first_name", "last_name"]
+    autocomplete_fields = ["school_class"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("school", "school_class__grade__school")

@@ -1,0 +1,190 @@
+"""School records: schools, their grades, classes, teachers and students.
+
+Rules that span fields or rows live in ``clean()`` so that the services (which call
+``full_clean()``) and the admin forms enforce the same thing with the same message.
+Foreign keys are PROTECT: deleting a record that others still reference is refused.
+"""
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+
+MIN_GRADE_LEVEL = 1
+MAX_GRADE_LEVEL = 12
+
+GRADE_SCHOOL_IMMUTABLE = "A grade cannot be moved to another school."
+CLASS_SCHOOL_IMMUTABLE = "A class cannot be moved to a grade of another school."
+HOMEROOM_TEACHER_OF_OTHER_SCHOOL = "The homeroom teacher must teach at the class's school."
+TEACHER_HOMEROOM_IN_OLD_SCHOOL = (
+    "This teacher is the homeroom teacher of classes at their current school; "
+    "assign those classes another homeroom teacher before moving the teacher."
+)
+TEACHER_EMAIL_TAKEN = "A teacher with this email address already exists."
+STUDENT_NUMBER_TAKEN = "A student with this student number already exists at this school."
+
+
+class TimestampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class School(TimestampedModel):
+    name = models.CharField(max_length=200, unique=True)
+    address = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Grade(TimestampedModel):
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="grades")
+    level = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(MIN_GRADE_LEVEL), MaxValueValidator(MAX_GRADE_LEVEL)]
+    )
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["school_id", "level"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["school", "level"],
+                name="grade_level_unique_per_school",
+                violation_error_message="This school already has a grade at this level.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(level__gte=MIN_GRADE_LEVEL, level__lte=MAX_GRADE_LEVEL),
+                name="grade_level_range",
+                violation_error_message=(f"Grade level must be between {MIN_GRADE_LEVEL} and {MAX_GRADE_LEVEL}."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}, {self.school}"
+
+    def clean(self) -> None:
+        if self.pk and self.school_id:
+            moved = Grade.objects.filter(pk=self.pk).exclude(school_id=self.school_id).exists()
+            if moved:
+                raise ValidationError({"school": GRADE_SCHOOL_IMMUTABLE})
+
+
+class Teacher(TimestampedModel):
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="teachers")
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100)
+    email = models.EmailField(max_length=254)
+
+    class Meta:
+        ordering = ["last_name", "first_name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"),
+                name="teacher_email_unique_ci",
+                violation_error_message=TEACHER_EMAIL_TAKEN,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.pk and self.school_id:
+            homeroom_elsewhere = SchoolClass.objects.filter(homeroom_teacher_id=self.pk).exclude(
+                grade__school_id=self.school_id
+            )
+            if homeroom_elsewhere.exists():
+                errors["school"] = TEACHER_HOMEROOM_IN_OLD_SCHOOL
+        # Case-insensitive, like the constraint, but reported against the field.
+        if self.email:
+            taken = (
+                Teacher.objects.alias(email_lower=Lower("email"))
+                .filter(email_lower=self.email.lower())
+                .exclude(pk=self.pk)
+            )
+            if taken.exists():
+                errors["email"] = TEACHER_EMAIL_TAKEN
+        if errors:
+            raise ValidationError(errors)
+
+
+class SchoolClass(TimestampedModel):
+    grade = models.ForeignKey(Grade, on_delete=models.PROTECT, related_name="classes")
+    name = models.CharField(max_length=100)
+    homeroom_teacher = models.ForeignKey(
+        Teacher,
+        on_delete=models.PROTECT,
+        related_name="homeroom_classes",
+        null=True,
+        blank=True,
+    )
+
+    class Meta:
+        verbose_name = "class"
+        verbose_name_plural = "classes"
+        ordering = ["grade_id", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grade", "name"],
+                name="class_name_unique_per_grade",
+                violation_error_message="This grade already has a class with this name.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.grade})"
+
+    def clean(self) -> None:
+        if not self.grade_id:
+            return
+        school_id = self.grade.school_id
+        if self.pk:
+            stored = SchoolClass.objects.filter(pk=self.pk).values_list("grade__school_id", flat=True)
+            if stored and stored[0] != school_id:
+                raise ValidationError({"grade": CLASS_SCHOOL_IMMUTABLE})
+        if self.homeroom_teacher_id and self.homeroom_teacher.school_id != school_id:
+            raise ValidationError({"homeroom_teacher": HOMEROOM_TEACHER_OF_OTHER_SCHOOL})
+
+
+class Student(TimestampedModel):
+    school_class = models.ForeignKey(SchoolClass, on_delete=models.PROTECT, related_name="students")
+    # Derived from school_class in clean() so that the database itself enforces
+    # "student number unique within the school" (classes never change school).
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="students", blank=True, editable=False)
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100)
+    student_number = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["last_name", "first_name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["school", "student_number"],
+                name="student_number_unique_per_school",
+                violation_error_message=STUDENT_NUMBER_TAKEN,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.first_name} {self.last_name} ({self.student_number})"
+
+    def clean(self) -> None:
+        if not self.school_class_id:
+            return
+        self.school_id = self.school_class.grade.school_id
+        # Checked here as well as by the constraint: admin forms leave the derived
+        # ``school`` field out of constraint validation.
+        taken = (
+            Student.objects.filter(school_id=self.school_id, student_number=self.student_number)
+            .exclude(pk=self.pk)
+            .exists()
+        )
+        if taken:
+            raise ValidationError({"student_number": STUDENT_NUMBER_TAKEN})

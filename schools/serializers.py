@@ -1,0 +1,51 @@
+"""The REST representation of each record: API responses and OperationLog payloads.
+
+Uniqueness and cross-record rules are checked once, by the services (``full_clean``);
+these serializers check types, lengths and that referenced ids exist.
+"""
+
+from rest_framework import serializers
+
+from schools.models import Grade, School, SchoolClass, Student, Teacher
+
+
+class SchoolSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = School
+        fields = ["id", "name", "address"]
+        extra_kwargs = {"name": {"validators": []}}
+
+
+class GradeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Grade
+        fields = ["id", "school", "level", "name"]
+        validators = []
+
+
+class SchoolClassSerializer(serializers.ModelSerializer):
+    grade = serializers.PrimaryKeyRelatedField(queryset=Grade.objects.all())
+    homeroom_teacher = serializers.PrimaryKeyRelatedField(
+        queryset=Teacher.objects.all(), allow_null=True, required=False
+    )
+
+    class Meta:
+        model = SchoolClass
+        fields = ["id", "grade", "name", "homeroom_teacher"]
+        validators = []
+
+
+class TeacherSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Teacher
+        fields = ["id", "school", "first_name", "last_name", "email"]
+        validators = []
+
+
+class StudentSerializer(serializers.ModelSerializer):
+    school_class = serializers.PrimaryKeyRelatedField(queryset=SchoolClass.objects.select_related("grade"))
+
+    class Meta:
+        model = Student
+        fields = ["id", "school_class", "first_name", "last_name", "student_number"]
+        validators = []

@@ -1,0 +1,133 @@
+"""Every write to school records goes through here.
+
+Each service validates the record (``full_clean``: field rules, constraints and the
+cross-record rules in the models' ``clean()``), saves it and records its OperationLog
+entry in the same transaction (I1), so a rejected write leaves neither.
+"""
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import models, transaction
+from rest_framework import serializers
+
+from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.serializers import (
+    GradeSerializer,
+    SchoolClassSerializer,
+    SchoolSerializer,
+    StudentSerializer,
+    TeacherSerializer,
+)
+from sync.models import Operation, Resource
+from sync.recorder import record_operation
+
+RecordT = TypeVar("RecordT", bound=models.Model)
+Actor = AbstractBaseUser | None
+
+DELETE_REFUSED = (
+    "Cannot delete {kind} “{record}”: it is still referenced by {references}. Delete or reassign those first."
+)
+
+# Each record kind, the external API resource it maps to and its REST representation.
+RESOURCES: dict[type[models.Model], tuple[Resource, type[serializers.ModelSerializer]]] = {
+    School: (Resource.SCHOOLS, SchoolSerializer),
+    Grade: (Resource.GRADES, GradeSerializer),
+    SchoolClass: (Resource.CLASSES, SchoolClassSerializer),
+    Teacher: (Resource.TEACHERS, TeacherSerializer),
+    Student: (Resource.STUDENTS, StudentSerializer),
+}
+
+
+class RecordInUseError(Exception):
+    """A delete refused because other records still reference the record."""
+
+
+def snapshot(instance: models.Model) -> dict[str, Any]:
+    """The record exactly as ``GET /api/{resource}/{id}/`` shows it."""
+    _, serializer_class = RESOURCES[type(instance)]
+    return dict(serializer_class(instance).data)
+
+
+@transaction.atomic
+def save_record(*, instance: RecordT, actor: Actor = None) -> RecordT:
+    """Validate and save a new or changed record and record its create or update entry."""
+    operation = Operation.CREATE if instance._state.adding else Operation.UPDATE
+    instance.full_clean()
+    instance.save()
+    _record(instance, operation, object_id=instance.pk, payload=snapshot(instance), actor=actor)
+    return instance
+
+
+def record_create(*, model: type[RecordT], data: Mapping[str, Any], actor: Actor = None) -> RecordT:
+    return save_record(instance=model(**data), actor=actor)
+
+
+def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = None) -> RecordT:
+    for field, value in data.items():
+        setattr(instance, field, value)
+    return save_record(instance=instance, actor=actor)
+
+
+@transaction.atomic
+def delete_record(*, instance: models.Model, actor: Actor = None) -> None:
+    """Delete a record nothing references any more and record its delete entry."""
+    payload = snapshot(instance)
+    object_id = instance.pk
+    try:
+        instance.delete()
+    except models.ProtectedError as exc:
+        raise RecordInUseError(_delete_refused_message(instance, exc.protected_objects)) from exc
+    _record(instance, Operation.DELETE, object_id=object_id, payload=payload, actor=actor)
+
+
+def _record(
+    instance: models.Model, operation: Operation, *, object_id: int, payload: dict[str, Any], actor: Actor
+) -> None:
+    resource, _ = RESOURCES[type(instance)]
+    record_operation(operation=operation, resource=resource, object_id=object_id, payload=payload, actor=actor)
+
+
+def _delete_refused_message(instance: models.Model, protected: Any) -> str:
+    counts = Counter(type(obj) for obj in protected)
+    references = ", ".join(
+        f"{count} {model._meta.verbose_name if count == 1 else model._meta.verbose_name_plural}"
+        for model, count in sorted(counts.items(), key=lambda item: item[0]._meta.verbose_name)
+    )
+    return DELETE_REFUSED.format(kind=instance._meta.verbose_name, record=instance, references=references)
+
+
+# Typed entry points for code that creates records directly (demo data, scheduled changes).
+
+
+def school_create(*, name: str, address: str = "", actor: Actor = None) -> School:
+    return save_record(instance=School(name=name, address=address), actor=actor)
+
+
+def grade_create(*, school: School, level: int, name: str, actor: Actor = None) -> Grade:
+    return save_record(instance=Grade(school=school, level=level, name=name), actor=actor)
+
+
+def school_class_create(
+    *, grade: Grade, name: str, homeroom_teacher: Teacher | None = None, actor: Actor = None
+) -> SchoolClass:
+    return save_record(instance=SchoolClass(grade=grade, name=name, homeroom_teacher=homeroom_teacher), actor=actor)
+
+
+def teacher_create(*, school: School, first_name: str, last_name: str, email: str, actor: Actor = None) -> Teacher:
+    return save_record(
+        instance=Teacher(school=school, first_name=first_name, last_name=last_name, email=email), actor=actor
+    )
+
+
+def student_create(
+    *, school_class: SchoolClass, first_name: str, last_name: str, student_number: str, actor: Actor = None
+) -> Student:
+    return save_record(
+        instance=Student(
+            school_class=school_class, first_name=first_name, last_name=last_name, student_number=student_number
+        ),
+        actor=actor,
+    )

@@ -1,0 +1,49 @@
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+RECORD_MODELS = ["school", "grade", "schoolclass", "teacher", "student"]
+ALL_RECORD_PERMISSIONS = [
+    f"schools.{action}_{model}" for model in RECORD_MODELS for action in ("view", "add", "change", "delete")
+]
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    # Throttle counters live in the cache; every test starts with fresh ones.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def reader(db):
+    """A signed-in user without any model permission: may read, may not write."""
+    return UserFactory()
+
+
+@pytest.fixture
+def editor(db):
+    """A user allowed to add, change and delete every kind of record."""
+    return UserFactory(permissions=ALL_RECORD_PERMISSIONS)
+
+
+@pytest.fixture
+def anon_client():
+    return APIClient()
+
+
+@pytest.fixture
+def reader_client(reader):
+    client = APIClient()
+    client.force_authenticate(reader)
+    return client
+
+
+@pytest.fixture
+def editor_client(editor):
+    client = APIClient()
+    client.force_authenticate(editor)
+    return client
