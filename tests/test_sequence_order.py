@@ -1,0 +1,146 @@
+"""I3: sequence numbers become visible in commit order, with concurrent writers on PostgreSQL.
+
+The reader behaves like the dispatcher: it repeatedly reads the entries after the last
+sequence it has seen. If a lower sequence could commit after a higher one was read, the
+reader would skip it for good, so "everything the reader saw, in the order it saw it"
+must equal "every entry, in sequence order".
+"""
+
+import random
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+
+from schools.services import school_create
+from sync import recorder
+from sync.models import DEFAULT_LANE, OperationLog, SyncLane
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WRITERS = 8
+WRITES_PER_WRITER = 25
+MAX_HOLD_SECONDS = 0.01  # how long a writer keeps its transaction open after recording
+HOLD_FOR_OTHER_WRITER_SECONDS = 0.5
+DEADLINE_SECONDS = 60
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite serialises whole transactions)")
+
+
+@pytest.fixture(autouse=True)
+def _lane(_postgresql_only):
+    # Transactional tests start from an empty database; the migration's lane row is gone.
+    SyncLane.objects.get_or_create(pk=DEFAULT_LANE)
+
+
+def run_writers(targets) -> None:
+    """Run the writer functions in threads, each on its own database connection."""
+    errors = []
+
+    def wrap(target):
+        try:
+            target()
+        except Exception as exc:  # reported to the test below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=wrap, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    return threads, errors
+
+
+def read_like_the_dispatcher(threads) -> list[int]:
+    """Poll "entries after the last sequence seen" until the writers are done."""
+    seen: list[int] = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        writers_done = not any(thread.is_alive() for thread in threads)
+        last = seen[-1] if seen else 0
+        seen += list(
+            OperationLog.objects.filter(sequence__gt=last).order_by("sequence").values_list("sequence", flat=True)
+        )
+        if writers_done:
+            return seen
+    pytest.fail("writers did not finish before the deadline")
+
+
+def all_sequences() -> list[int]:
+    return list(OperationLog.objects.order_by("sequence").values_list("sequence", flat=True))
+
+
+def slow_writer_then_fast_writer():
+    """Writer A records first and keeps its transaction open; writer B records after it."""
+    a_recorded = threading.Event()
+    b_committed = threading.Event()
+
+    def writer_a():
+        with transaction.atomic():
+            school_create(name="A")
+            a_recorded.set()
+            # With the lane row locked B cannot commit before us, so this times out.
+            b_committed.wait(timeout=HOLD_FOR_OTHER_WRITER_SECONDS)
+
+    def writer_b():
+        assert a_recorded.wait(timeout=DEADLINE_SECONDS)
+        school_create(name="B")
+        b_committed.set()
+
+    return [writer_a, writer_b]
+
+
+def test_a_later_sequence_never_becomes_visible_before_an_earlier_one():
+    threads, errors = run_writers(slow_writer_then_fast_writer())
+    seen = read_like_the_dispatcher(threads)
+    assert not errors
+    assert seen == all_sequences() == [1, 2]
+
+
+def test_concurrent_writers_get_gap_free_sequences_in_commit_order():
+    def writer(writer_index):
+        rng = random.Random(writer_index)
+
+        def write():
+            for index in range(WRITES_PER_WRITER):
+                with transaction.atomic():
+                    school_create(name=f"writer {writer_index} school {index}")
+                    time.sleep(rng.uniform(0, MAX_HOLD_SECONDS))
+
+        return write
+
+    threads, errors = run_writers([writer(index) for index in range(WRITERS)])
+    seen = read_like_the_dispatcher(threads)
+
+    assert not errors
+    total = WRITERS * WRITES_PER_WRITER
+    assert all_sequences() == list(range(1, total + 1))
+    assert seen == all_sequences()
+
+
+def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
+    """Control: a counter outside the transaction (as ids are) lets B's entry show first."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SEQUENCE IF NOT EXISTS i3_control_seq")
+
+    def take_like_a_primary_key(lane: str) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval('i3_control_seq')")
+            return cursor.fetchone()[0]
+
+    monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
+    try:
+        threads, errors = run_writers(slow_writer_then_fast_writer())
+        seen = read_like_the_dispatcher(threads)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP SEQUENCE i3_control_seq")
+
+    assert not errors
+    assert all_sequences() == [1, 2]
+    assert seen == [2], "the reader skipped sequence 1 for good: the check detects the broken order"
