@@ -11,6 +11,11 @@ ALL_RECORD_PERMISSIONS = [
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     # Throttle counters live in the cache; every test starts with fresh ones.
     cache.clear()

@@ -43,6 +43,11 @@ class TeacherFactory(RecordFactory):
     email = factory.Sequence(lambda n: f"teacher{n}@example.org")
 
 
+def class_with_homeroom_teacher() -> SchoolClass:
+    grade = GradeFactory()
+    return SchoolClassFactory(grade=grade, homeroom_teacher=TeacherFactory(school=grade.school))
+
+
 class SchoolClassFactory(RecordFactory):
     class Meta:
         model = SchoolClass
@@ -62,13 +67,16 @@ class StudentFactory(RecordFactory):
     student_number = factory.Sequence(lambda n: f"N{n:06d}")
 
 
+USER_PASSWORD = "correct horse battery staple"
+
+
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
         skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
+    password = factory.django.Password(USER_PASSWORD)
 
     @factory.post_generation
     def permissions(self, create, codenames, **kwargs):
