@@ -11,8 +11,13 @@ ALL_RECORD_PERMISSIONS = [
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
+def _test_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests do not run collectstatic, so there is no manifest to look names up in.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +38,18 @@ def reader(db):
 def editor(db):
     """A user allowed to add, change and delete every kind of record."""
     return UserFactory(permissions=ALL_RECORD_PERMISSIONS)
+
+
+@pytest.fixture
+def superuser(db):
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def superuser_client(superuser):
+    client = APIClient()
+    client.force_authenticate(superuser)
+    return client
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from rest_framework.test import APIClient
 from schools.models import HOMEROOM_TEACHER_OF_OTHER_SCHOOL, Grade, School, SchoolClass, Student, Teacher
 from sync.models import OperationLog
 from tests.factories import (
+    USER_PASSWORD,
     GradeFactory,
     SchoolClassFactory,
     SchoolFactory,
     StudentFactory,
     TeacherFactory,
-    USER_PASSWORD,
     UserFactory,
     class_with_homeroom_teacher,
 )
@@ -93,9 +93,7 @@ def test_token_authentication(anon_client):
     response = anon_client.post("/api/auth/token/", {"username": user.username, "password": "wrong"})
     assert response.status_code == 400
 
-    response = anon_client.post(
-        "/api/auth/token/", {"username": user.username, "password": USER_PASSWORD}
-    )
+    response = anon_client.post("/api/auth/token/", {"username": user.username, "password": USER_PASSWORD})
     assert response.status_code == 200
     token = response.json()["token"]
 

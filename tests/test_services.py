@@ -166,9 +166,14 @@ def test_a_failure_after_the_entry_was_inserted_rolls_back_both(monkeypatch):
 
 def test_a_failure_later_in_the_enclosing_transaction_rolls_back_both():
     counts = current_counts()
-    with pytest.raises(RuntimeError), transaction.atomic():
+
+    @transaction.atomic
+    def create_then_fail():
         school_create(name="Half")
         raise RuntimeError("the admin's next inline failed")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
     assert_nothing_written(counts)
 
 

@@ -1,0 +1,68 @@
+"""Project-wide checks: migrations, the API schema and docs, the demo data command."""
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from schools.management.commands import load_demo_data
+from schools.models import School, Student
+from schools.services import RESOURCES
+from sync.models import OperationLog
+
+pytestmark = pytest.mark.django_db
+
+
+def test_every_model_change_has_a_migration():
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_openapi_schema_is_valid_and_complete(reader_client):
+    response = reader_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for resource in ("schools", "grades", "classes", "teachers", "students"):
+        assert {"get", "post"} <= set(paths[f"/api/{resource}/"])
+        assert {"get", "put", "patch", "delete"} <= set(paths[f"/api/{resource}/{{id}}/"])
+    assert "/api/sync/operations/" in paths
+    assert "/api/auth/token/" in paths
+
+
+def test_schema_generation_has_no_warnings():
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+
+
+def test_schema_and_docs_need_a_signed_in_user(client, anon_client):
+    assert anon_client.get("/api/schema/").status_code == 401
+    response = client.get("/api/docs/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_swagger_ui_is_served_without_a_cdn(client, reader):
+    client.force_login(reader)
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/" in response.content
+
+
+def test_demo_data_loads_through_the_services_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(load_demo_data, "CREDENTIALS_FILE", tmp_path / "password.txt")
+    output = io.StringIO()
+
+    call_command("load_demo_data", stdout=output)
+
+    records = sum(model.objects.count() for model in RESOURCES)
+    assert School.objects.count() == len(load_demo_data.DEMO_SCHOOLS)
+    assert Student.objects.exists()
+    assert OperationLog.objects.filter(operation="create").count() == OperationLog.objects.count() == records
+
+    call_command("load_demo_data", stdout=output)
+    assert sum(model.objects.count() for model in RESOURCES) == OperationLog.objects.count() == records
+
+    password = (tmp_path / "password.txt").read_text().strip()
+    admin = get_user_model().objects.get(username=load_demo_data.DEMO_USERNAME)
+    assert admin.is_superuser
+    assert admin.check_password(password)
+    assert output.getvalue().count(password) == 2  # printed on both runs
