@@ -4,8 +4,9 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "schools",
     "sync",
 ]
@@ -91,6 +93,25 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache -------------------------------------------------------------------------
+# Shared by every process (throttle counters, the external system's health): Redis in
+# production, a directory under var/ by default.
+
+CACHE_URL = env_str("DJANGO_CACHE_URL")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL == "locmem://":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+elif not CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+else:
+    raise ImproperlyConfigured("DJANGO_CACHE_URL must be redis://…, rediss://… or locmem://.")
+
 # --- Auth, i18n, static ------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -99,7 +120,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "rest_framework:login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -159,6 +180,9 @@ REST_FRAMEWORK = {
         "user": env_str("API_THROTTLE_USER", "6000/minute"),
         "auth": env_str("API_THROTTLE_AUTH", "20/minute"),
     },
+    # Proxies in front of the app that append to X-Forwarded-For; 0 trusts only the socket's
+    # address, so clients cannot pick their own throttle key.
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", default=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -178,6 +202,56 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Celery -----------------------------------------------------------------------
+# RabbitMQ or Redis in production; by default the kombu filesystem transport under var/.
+# Delivery state lives in the database, so the broker only carries wake-up calls and
+# chain links: a lost message delays a push (the sweep re-kicks), never loses it.
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue("default"), Queue("sync")]
+CELERY_TASK_ROUTES = {"sync.dispatch": {"queue": "sync"}, "sync.push": {"queue": "sync"}}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- External system -----------------------------------------------------------------
+
+SYNC_API_URL = env_str("SYNC_API_URL", "http://127.0.0.1:8001")
+SYNC_API_TOKEN = env_str("SYNC_API_TOKEN")
+SYNC_HTTP_TIMEOUT = env_float("SYNC_HTTP_TIMEOUT", 30.0)
+# How long a dispatcher chain owns a lane without renewing; it renews before every push,
+# so it must outlast one call. After a crash the lane resumes once the lease expires.
+SYNC_LEASE_SECONDS = env_float("SYNC_LEASE_SECONDS", 2 * SYNC_HTTP_TIMEOUT + 10)
+if SYNC_LEASE_SECONDS <= SYNC_HTTP_TIMEOUT:
+    raise ImproperlyConfigured("SYNC_LEASE_SECONDS must be longer than SYNC_HTTP_TIMEOUT.")
+# Backoff after a transient failure: exponential from the base, capped, with jitter.
+SYNC_RETRY_BASE_SECONDS = env_float("SYNC_RETRY_BASE_SECONDS", 1.0)
+SYNC_RETRY_MAX_SECONDS = env_float("SYNC_RETRY_MAX_SECONDS", 300.0)
+# After a permanent failure: "block" the lane until an operator retries or cancels the
+# entry (order first), or "skip" it and go on with the next entry.
+SYNC_ON_PERMANENT_FAILURE = env_str("SYNC_ON_PERMANENT_FAILURE", "block")
+if SYNC_ON_PERMANENT_FAILURE not in {"block", "skip"}:
+    raise ImproperlyConfigured("SYNC_ON_PERMANENT_FAILURE must be block or skip.")
 
 # --- Logging -------------------------------------------------------------------
 

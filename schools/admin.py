@@ -1,14 +1,45 @@
 """Admin screens for the school records; saves and deletes go through schools.services."""
 
-from django.contrib import admin
-from django.db import transaction
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import HttpResponseRedirect
 
+from config.api import CONCURRENT_CHANGE
 from schools.models import Grade, School, SchoolClass, Student, Teacher
-from schools.services import delete_record, save_record
+from schools.services import RecordInUseError, delete_record, save_record
+
+WRITE_REFUSED = "Nothing was saved: {reason}"
 
 
 class ServiceWritesMixin:
-    """Route every admin write (forms, inlines, bulk delete) through the services."""
+    """Route every admin write (forms, inlines, bulk delete) through the services.
+
+    The forms check the same rules first; what only the service can find out (a clash
+    between two inline rows, a concurrent change) becomes an error message, not a 500.
+    The admin wraps each of these views in a transaction, so a refusal leaves nothing.
+    """
+
+    def changeform_view(self, request, *args, **kwargs):
+        return self._refusals_as_messages(request, super().changeform_view, *args, **kwargs)
+
+    def delete_view(self, request, *args, **kwargs):
+        return self._refusals_as_messages(request, super().delete_view, *args, **kwargs)
+
+    def changelist_view(self, request, *args, **kwargs):
+        return self._refusals_as_messages(request, super().changelist_view, *args, **kwargs)
+
+    def _refusals_as_messages(self, request, view, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except ValidationError as exc:
+            reason = " ".join(exc.messages)
+        except RecordInUseError as exc:
+            reason = str(exc)
+        except IntegrityError:
+            reason = CONCURRENT_CHANGE
+        self.message_user(request, WRITE_REFUSED.format(reason=reason), messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         save_record(instance=obj, actor=request.user)

@@ -20,6 +20,9 @@ TEACHER_HOMEROOM_IN_OLD_SCHOOL = (
     "This teacher is the homeroom teacher of classes at their current school; "
     "assign those classes another homeroom teacher before moving the teacher."
 )
+GRADE_LEVEL_TAKEN = "This school already has a grade at this level."
+GRADE_LEVEL_OUT_OF_RANGE = f"Grade level must be between {MIN_GRADE_LEVEL} and {MAX_GRADE_LEVEL}."
+CLASS_NAME_TAKEN = "This grade already has a class with this name."
 TEACHER_EMAIL_TAKEN = "A teacher with this email address already exists."
 STUDENT_NUMBER_TAKEN = "A student with this student number already exists at this school."
 
@@ -56,7 +59,7 @@ class Grade(TimestampedModel):
             models.UniqueConstraint(
                 fields=["school", "level"],
                 name="grade_level_unique_per_school",
-                violation_error_message="This school already has a grade at this level.",
+                violation_error_message=GRADE_LEVEL_TAKEN,
             ),
             models.CheckConstraint(
                 condition=models.Q(level__gte=MIN_GRADE_LEVEL, level__lte=MAX_GRADE_LEVEL),
@@ -134,7 +137,7 @@ class SchoolClass(TimestampedModel):
             models.UniqueConstraint(
                 fields=["grade", "name"],
                 name="class_name_unique_per_grade",
-                violation_error_message="This grade already has a class with this name.",
+                violation_error_message=CLASS_NAME_TAKEN,
             ),
         ]
 
@@ -142,7 +145,8 @@ class SchoolClass(TimestampedModel):
         return f"{self.name} ({self.grade})"
 
     def clean(self) -> None:
-        if not self.grade_id:
+        # In the admin's "add grade" page the inline classes hold the grade before it is saved.
+        if self.grade_id is None and not SchoolClass.grade.is_cached(self):
             return
         school_id = self.grade.school_id
         if self.pk:

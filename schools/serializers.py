@@ -13,7 +13,8 @@ class SchoolSerializer(serializers.ModelSerializer):
     class Meta:
         model = School
         fields = ["id", "name", "address"]
-        extra_kwargs = {"name": {"validators": []}}
+        # A PUT without "address" clears it (a PATCH leaves it alone).
+        extra_kwargs = {"name": {"validators": []}, "address": {"default": ""}}
 
 
 class GradeSerializer(serializers.ModelSerializer):
@@ -24,14 +25,11 @@ class GradeSerializer(serializers.ModelSerializer):
 
 
 class SchoolClassSerializer(serializers.ModelSerializer):
-    grade = serializers.PrimaryKeyRelatedField(queryset=Grade.objects.all())
-    homeroom_teacher = serializers.PrimaryKeyRelatedField(
-        queryset=Teacher.objects.all(), allow_null=True, required=False
-    )
-
     class Meta:
         model = SchoolClass
         fields = ["id", "grade", "name", "homeroom_teacher"]
+        # A PUT without "homeroom_teacher" clears it (a PATCH leaves it alone).
+        extra_kwargs = {"homeroom_teacher": {"default": None}}
         validators = []
 
 

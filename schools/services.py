@@ -1,8 +1,9 @@
 """Every write to school records goes through here.
 
-Each service validates the record (``full_clean``: field rules, constraints and the
-cross-record rules in the models' ``clean()``), saves it and records its OperationLog
-entry in the same transaction (I1), so a rejected write leaves neither.
+Each service locks the sync lane (writes run one at a time, so checks cannot race),
+validates the record (``full_clean``: field rules, constraints and the cross-record rules
+in the models' ``clean()``), saves it and records its OperationLog entry in the same
+transaction (I1), so a rejected write leaves neither.
 """
 
 from collections import Counter
@@ -21,8 +22,8 @@ from schools.serializers import (
     StudentSerializer,
     TeacherSerializer,
 )
-from sync.models import Operation, Resource
-from sync.recorder import record_operation
+from sync.models import DEFAULT_LANE, Operation, Resource
+from sync.recorder import lock_lane, record_operation
 
 RecordT = TypeVar("RecordT", bound=models.Model)
 Actor = AbstractBaseUser | None
@@ -54,6 +55,7 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
 @transaction.atomic
 def save_record(*, instance: RecordT, actor: Actor = None) -> RecordT:
     """Validate and save a new or changed record and record its create or update entry."""
+    lock_lane(DEFAULT_LANE)
     operation = Operation.CREATE if instance._state.adding else Operation.UPDATE
     instance.full_clean()
     instance.save()
@@ -74,6 +76,7 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
 @transaction.atomic
 def delete_record(*, instance: models.Model, actor: Actor = None) -> None:
     """Delete a record nothing references any more and record its delete entry."""
+    lock_lane(DEFAULT_LANE)
     payload = snapshot(instance)
     object_id = instance.pk
     try:

@@ -1,15 +1,16 @@
-"""Read-only admin views of the operation log and its lanes."""
+"""Admin views of the operation log: read-only rows, their attempts, and retry / cancel actions."""
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from sync.models import OperationLog, SyncLane
+from sync.models import OperationAttempt, OperationLog, SyncLane
+from sync.services import EntryStateError, entry_cancel, entry_retry
 
 
 class ReadOnlyAdminMixin:
-    """The outbox is written only by the recorder and the sync engine."""
+    """The outbox is written only by the recorder, the dispatcher and the operator services."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -21,15 +22,35 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class OperationAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = OperationAttempt
+    fields = ["started_at", "duration_ms", "outcome", "status_code", "error"]
+    readonly_fields = fields
+    extra = 0
+
+
 @admin.register(OperationLog)
 class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["sequence", "lane", "operation", "resource", "object_id", "status", "actor", "created_at"]
+    list_display = [
+        "sequence",
+        "lane",
+        "operation",
+        "resource",
+        "object_id",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "actor",
+        "created_at",
+    ]
     list_filter = ["status", "resource", "operation", "lane"]
     list_select_related = ["actor"]
     search_fields = ["=idempotency_key", "=object_id"]
     date_hierarchy = "created_at"
     ordering = ["-lane", "-sequence"]
     show_full_result_count = False  # the log grows large; skip the extra COUNT(*)
+    actions = ["retry_entries", "cancel_entries"]
+    inlines = [OperationAttemptInline]
     fields = [
         "lane",
         "sequence",
@@ -38,6 +59,10 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "resource",
         "object_id",
         "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "pushed_at",
         "actor",
         "created_at",
         "updated_at",
@@ -49,7 +74,40 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def payload_pretty(self, obj: OperationLog) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
 
+    def has_retry_permission(self, request):
+        return request.user.has_perm("sync.retry_operationlog")
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm("sync.cancel_operationlog")
+
+    @admin.action(description="Retry selected entries now", permissions=["retry"])
+    def retry_entries(self, request, queryset):
+        self._apply(request, queryset.order_by("lane", "sequence"), entry_retry, "retried")
+
+    @admin.action(description="Cancel selected entries (they will never be sent)", permissions=["cancel"])
+    def cancel_entries(self, request, queryset):
+        self._apply(request, queryset.order_by("lane", "sequence"), entry_cancel, "cancelled")
+
+    def _apply(self, request, queryset, service, done):
+        changed = 0
+        for entry in queryset:
+            try:
+                service(entry=entry, actor=request.user)
+            except EntryStateError as exc:
+                self.message_user(request, f"#{entry.sequence}: {exc}", messages.WARNING)
+            else:
+                changed += 1
+        if changed:
+            self.message_user(request, f"{changed} entries {done}.", messages.SUCCESS)
+
 
 @admin.register(SyncLane)
 class SyncLaneAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "next_sequence"]
+    list_display = [
+        "name",
+        "next_sequence",
+        "last_pushed_sequence",
+        "last_pushed_at",
+        "lease_owner",
+        "lease_expires_at",
+    ]

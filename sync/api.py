@@ -1,9 +1,27 @@
-"""REST endpoints for the operation log."""
+"""REST endpoints for the operation log and the operator actions on it."""
 
-from rest_framework import viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
+from config.api import Conflict
 from sync.models import OperationLog
 from sync.serializers import OperationLogSerializer
+from sync.services import EntryStateError, entry_cancel, entry_retry
+
+
+class CanOperate(permissions.BasePermission):
+    """Retry and cancel need their own permissions (sync.retry_operationlog, sync.cancel_operationlog)."""
+
+    def has_permission(self, request, view):
+        return request.user.has_perm(f"sync.{view.action}_operationlog")
+
+
+OPERATOR_RESPONSES = {
+    200: OperationLogSerializer,
+    409: OpenApiResponse(description="The entry's status does not allow this action."),
+}
 
 
 class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
@@ -13,3 +31,22 @@ class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
     search_fields = ["=idempotency_key"]
     ordering_fields = ["sequence", "created_at"]
     ordering = ["-sequence"]
+
+    @extend_schema(request=None, responses=OPERATOR_RESPONSES)
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, CanOperate])
+    def retry(self, request, pk=None):
+        """Send a failed entry again now (or end the backoff of a waiting one)."""
+        return self._operate(entry_retry)
+
+    @extend_schema(request=None, responses=OPERATOR_RESPONSES)
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, CanOperate])
+    def cancel(self, request, pk=None):
+        """Give up on an entry that was not sent; the lane goes on with the next one."""
+        return self._operate(entry_cancel)
+
+    def _operate(self, service):
+        try:
+            entry = service(entry=self.get_object(), actor=self.request.user)
+        except EntryStateError as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(self.get_serializer(entry).data)

@@ -10,12 +10,21 @@ DEFAULT_LANE = "global"
 
 
 class SyncLane(models.Model):
-    """A stream of changes delivered strictly in sequence; its row is the sequence lock."""
+    """A stream of changes delivered strictly in sequence.
+
+    Its row is the sequence lock for writers and carries the lease that lets exactly one
+    dispatcher chain push the lane at a time (I8).
+    """
 
     name = models.CharField(max_length=64, primary_key=True)
     # The sequence the next recorded entry gets. Only ever read and advanced while the
     # row is locked in the writing transaction, so sequence order equals commit order.
     next_sequence = models.BigIntegerField(default=1)
+    # The chain that may push this lane, until lease_expires_at (empty when free).
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_pushed_sequence = models.BigIntegerField(null=True, blank=True)
+    last_pushed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -45,6 +54,10 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+# Entries that still hold their lane back: everything not yet succeeded or cancelled.
+OPEN_STATUSES = (Status.PENDING, Status.IN_PROGRESS, Status.FAILED)
+
+
 class OperationLog(models.Model):
     lane = models.ForeignKey(SyncLane, on_delete=models.PROTECT, related_name="entries", db_column="lane")
     sequence = models.BigIntegerField()
@@ -55,6 +68,11 @@ class OperationLog(models.Model):
     # The record as the REST API showed it right after the change (before it, for a delete).
     payload = models.JSONField(encoder=DjangoJSONEncoder)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # While pending after a transient failure: not to be sent before this time.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -73,9 +91,42 @@ class OperationLog(models.Model):
             models.UniqueConstraint(fields=["lane", "sequence"], name="operationlog_sequence_unique_per_lane"),
         ]
         indexes = [
+            # The dispatcher's and the ordering guard's reads: a lane's open entries by sequence.
+            models.Index(
+                fields=["lane", "sequence"],
+                name="operationlog_open",
+                condition=models.Q(status__in=OPEN_STATUSES),
+            ),
             models.Index(fields=["status", "sequence"], name="operationlog_status_seq"),
             models.Index(fields=["resource", "object_id"], name="operationlog_object"),
+        ]
+        permissions = [
+            ("retry_operationlog", "Can retry a failed or waiting entry"),
+            ("cancel_operationlog", "Can cancel an entry that was not sent"),
         ]
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.operation} {self.resource}/{self.object_id}"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success"
+    TRANSIENT = "transient"  # retried later with the same idempotency key
+    PERMANENT = "permanent"  # needs an operator
+
+
+class OperationAttempt(models.Model):
+    """One try at pushing an entry to the external API."""
+
+    entry = models.ForeignKey(OperationLog, on_delete=models.CASCADE, related_name="attempt_set")
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["entry", "started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.status_code or ''}".strip()

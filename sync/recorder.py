@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from sync.dispatcher import kick
 from sync.models import DEFAULT_LANE, Operation, OperationLog, Resource, SyncLane
 
 NOT_IN_TRANSACTION = "record_operation() must run inside the transaction.atomic() block that makes the change."
@@ -21,12 +22,17 @@ def record_operation(
 ) -> OperationLog:
     """Insert the outbox entry for a change; call it as the last step of the writing transaction.
 
-    The lane row stays locked from here until the transaction ends, so a transaction that
-    takes a sequence commits before any transaction can take the next one: readers never
-    see a lower sequence appear after a higher one (I3).
+    The lane row stays locked until the transaction ends, so a transaction that takes a
+    sequence commits before any other transaction can take the next one: readers never see
+    a lower sequence appear after a higher one (I3). Registers one dispatcher kick per lane
+    and transaction, run after commit.
     """
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError(NOT_IN_TRANSACTION)
+    if not any(getattr(callback, "kicks_lane", None) == lane for _, callback, _ in connection.run_on_commit):
+        # robust: the change is committed whatever happens to the kick; the sweep covers for it.
+        transaction.on_commit(_LaneKick(lane), robust=True)
     return OperationLog.objects.create(
         lane_id=lane,
         sequence=_take_sequence(lane),
@@ -38,13 +44,29 @@ def record_operation(
     )
 
 
+class _LaneKick:
+    """Kicks the lane's dispatcher after commit; one per lane per transaction."""
+
+    def __init__(self, lane: str):
+        self.kicks_lane = lane
+
+    def __call__(self) -> None:
+        kick(self.kicks_lane)
+
+
+def lock_lane(lane: str = DEFAULT_LANE) -> SyncLane:
+    """Lock the lane's row until the transaction ends.
+
+    Services take this lock before they validate, so writes to a lane run one at a time:
+    uniqueness and cross-record checks see a world no concurrent write can change under
+    them, and sequences are taken in commit order.
+    """
+    return SyncLane.objects.select_for_update().get_or_create(pk=lane)[0]
+
+
 def _take_sequence(lane: str) -> int:
-    """Lock the lane's counter row until commit and advance it by one."""
-    try:
-        counter = SyncLane.objects.select_for_update().get(pk=lane)
-    except SyncLane.DoesNotExist:
-        SyncLane.objects.get_or_create(pk=lane)
-        counter = SyncLane.objects.select_for_update().get(pk=lane)
+    """Advance the lane's counter under its row lock (already held if the service took it)."""
+    counter = lock_lane(lane)
     sequence = counter.next_sequence
     counter.next_sequence = sequence + 1
     counter.save(update_fields=["next_sequence"])

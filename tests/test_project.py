@@ -37,7 +37,17 @@ def test_schema_and_docs_need_a_signed_in_user(client, anon_client):
     assert anon_client.get("/api/schema/").status_code == 401
     response = client.get("/api/docs/")
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/")
+    assert response["Location"] == "/api-auth/login/?next=/api/docs/"
+
+
+def test_a_user_who_is_not_staff_can_sign_in_for_the_docs(client, reader):
+    from tests.factories import USER_PASSWORD
+
+    response = client.post(
+        "/api-auth/login/", {"username": reader.username, "password": USER_PASSWORD, "next": "/api/docs/"}
+    )
+    assert response.status_code == 302
+    assert client.get(response["Location"]).status_code == 200
 
 
 def test_swagger_ui_is_served_without_a_cdn(client, reader):

@@ -13,6 +13,7 @@ import time
 import pytest
 from django.db import connection, transaction
 
+from schools import services
 from schools.services import school_create
 from sync import recorder
 from sync.models import DEFAULT_LANE, OperationLog, SyncLane
@@ -124,7 +125,7 @@ def test_concurrent_writers_get_gap_free_sequences_in_commit_order():
 
 
 def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
-    """Control: a counter outside the transaction (as ids are) lets B's entry show first."""
+    """Control: without the lane lock, a counter outside the transaction (as ids are) lets B's entry show first."""
     with connection.cursor() as cursor:
         cursor.execute("CREATE SEQUENCE IF NOT EXISTS i3_control_seq")
 
@@ -133,6 +134,7 @@ def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
             cursor.execute("SELECT nextval('i3_control_seq')")
             return cursor.fetchone()[0]
 
+    monkeypatch.setattr(services, "lock_lane", lambda lane: None)
     monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
     try:
         threads, errors = run_writers(slow_writer_then_fast_writer())

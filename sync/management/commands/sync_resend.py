@@ -1,0 +1,29 @@
+"""Send entries to the external system again, in order, with their original idempotency keys."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sync.models import DEFAULT_LANE, SyncLane
+from sync.services import entries_resend
+
+
+class Command(BaseCommand):
+    help = (
+        "Queue succeeded and failed entries from a sequence on for delivery again. They keep their "
+        "idempotency keys, so the external system applies a change it already has only once."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--from-sequence", type=int, required=True, help="first sequence to send again")
+        parser.add_argument("--to-sequence", type=int, default=None, help="last sequence to send again")
+        parser.add_argument("--lane", default=DEFAULT_LANE)
+
+    def handle(self, *args, from_sequence, to_sequence, lane, **options):
+        if from_sequence < 1:
+            raise CommandError("--from-sequence must be 1 or more.")
+        if to_sequence is not None and to_sequence < from_sequence:
+            raise CommandError("--to-sequence must not be below --from-sequence.")
+        if not SyncLane.objects.filter(pk=lane).exists():
+            raise CommandError(f"There is no lane {lane!r}.")
+        count = entries_resend(from_sequence=from_sequence, to_sequence=to_sequence, lane=lane)
+        last = f" to {to_sequence}" if to_sequence is not None else " on"
+        self.stdout.write(f"Queued {count} entries of lane {lane!r} from sequence {from_sequence}{last} to send again.")

@@ -1,0 +1,22 @@
+"""Celery tasks: thin wrappers that take ids and call sync.dispatcher."""
+
+from celery import shared_task
+from celery.exceptions import Ignore
+
+from sync import dispatcher
+
+
+@shared_task(name="sync.dispatch")
+def dispatch(lane: str, lease_token: str | None = None) -> None:
+    dispatcher.dispatch_lane(lane, lease_token)
+
+
+@shared_task(name="sync.push")
+def push(entry_id: int, lease_token: str) -> None:
+    if not dispatcher.push_entry(entry_id, lease_token):
+        raise Ignore()  # ends the chain without running its remaining links
+
+
+@shared_task(name="sync.sweep")
+def sweep() -> None:
+    dispatcher.sweep()
