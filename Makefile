@@ -5,16 +5,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 
-# Tests use PostgreSQL when it answers on localhost (as in CI) and SQLite otherwise,
-# unless DATABASE_URL says which database to use.
+# Tests use the local PostgreSQL, RabbitMQ and Redis when they answer (as in CI), and
+# SQLite and the filesystem broker otherwise, unless DATABASE_URL / CELERY_BROKER_URL say.
+# The suite runs on RabbitMQ (or the filesystem broker); the engine tests run again on Redis.
+port_open = $(shell timeout 1 bash -c '</dev/tcp/127.0.0.1/$(1)' 2>/dev/null && echo yes)
 LOCAL_POSTGRES_URL := postgres://postgres@127.0.0.1:5432/school_sync
-TEST_DATABASE_URL = $(or $(DATABASE_URL),$(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && echo $(LOCAL_POSTGRES_URL)))
+LOCAL_RABBITMQ_URL := amqp://guest:guest@127.0.0.1:5672//
+LOCAL_REDIS_URL := redis://127.0.0.1:6379/15
+TEST_DATABASE_URL = $(or $(DATABASE_URL),$(if $(call port_open,5432),$(LOCAL_POSTGRES_URL)))
+TEST_BROKER_URL = $(or $(CELERY_BROKER_URL),$(if $(call port_open,5672),$(LOCAL_RABBITMQ_URL)))
+TEST_REDIS_URL = $(if $(CELERY_BROKER_URL),,$(if $(call port_open,6379),$(LOCAL_REDIS_URL)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint format requirements clean
 
 help:
-	@echo "make run           install, migrate, load demo data and start the web server"
+	@echo "make run           install, migrate, load demo data, start web, workers, beat and the simulator"
 	@echo "make test          install and run the whole test suite"
 	@echo "make lint          ruff lint and format check"
 	@echo "make format        apply ruff fixes and formatting"
@@ -28,14 +34,21 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 
 install: $(STAMP)
 
+# The zero-install stack: SQLite and the filesystem broker under var/, unless the
+# environment names others. honcho runs web, both workers, beat and the simulator.
+run: export DJANGO_DEBUG ?= true
 run: install
-	mkdir -p var
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(MANAGE) migrate --no-input
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(MANAGE) load_demo_data
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(MANAGE) runserver 127.0.0.1:8000
+	$(MANAGE) migrate --no-input
+	$(MANAGE) load_demo_data
+	@echo "Admin: http://127.0.0.1:8000/admin/  API: http://127.0.0.1:8000/api/  Docs: http://127.0.0.1:8000/api/docs/"
+	@echo "Simulator (the external system): http://127.0.0.1:8001/_simulator/applied"
+	$(BIN)/honcho start -f Procfile
 
 test: install
-	DATABASE_URL="$(TEST_DATABASE_URL)" $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL="$(TEST_DATABASE_URL)" CELERY_BROKER_URL="$(TEST_BROKER_URL)" $(BIN)/pytest $(PYTEST_ARGS)
+ifneq ($(TEST_REDIS_URL),)
+	DATABASE_URL="$(TEST_DATABASE_URL)" CELERY_BROKER_URL="$(TEST_REDIS_URL)" $(BIN)/pytest -m integration $(PYTEST_ARGS)
+endif
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ backoff on the entry, frees the lane and ends the chain; the scheduled dispatch 
 sweep, if that message is lost) resumes the lane when the entry is due.
 """
 
+import enum
 import logging
 import random
 import uuid
@@ -82,14 +83,15 @@ def push_entry(entry_id: int, lease_token: str) -> bool:
     if entry is None or entry.status not in (Status.PENDING, Status.IN_PROGRESS):
         return True  # cancelled, already sent, or purged: nothing to send
     lane = entry.lane_id
-    if not _renew_lease(lane, lease_token):
+    start = _start_push(entry, lease_token)
+    if start == _Start.LEASE_LOST:
         return False  # another chain owns the lane now
-    if selectors.has_earlier_open_entries(entry):
+    if start == _Start.OUT_OF_ORDER:
         # Something before this entry was reopened (retry, resend): start over from the head.
         _release_lease(lane, lease_token)
         kick(lane)
         return False
-    if not _mark_in_progress(entry):
+    if start == _Start.GONE:
         return True  # cancelled a moment ago
 
     started_at = timezone.now()
@@ -176,12 +178,27 @@ def _reopen_in_progress(lane: str) -> None:
 # --- Recording outcomes -----------------------------------------------------------------
 
 
-def _mark_in_progress(entry: OperationLog) -> bool:
+class _Start(enum.Enum):
+    READY = "ready"
+    LEASE_LOST = "lease lost"
+    OUT_OF_ORDER = "an earlier entry is open"
+    GONE = "no longer pending"
+
+
+@transaction.atomic
+def _start_push(entry: OperationLog, lease_token: str) -> _Start:
+    """Renew the lease, check the order and mark the entry in progress, in one commit."""
+    if not _renew_lease(entry.lane_id, lease_token):
+        return _Start.LEASE_LOST
+    if selectors.has_earlier_open_entries(entry):
+        return _Start.OUT_OF_ORDER
     marked = OperationLog.objects.filter(pk=entry.pk, status__in=(Status.PENDING, Status.IN_PROGRESS)).update(
         status=Status.IN_PROGRESS, attempts=F("attempts") + 1, updated_at=timezone.now()
     )
+    if not marked:
+        return _Start.GONE
     entry.attempts += 1
-    return bool(marked)
+    return _Start.READY
 
 
 def _attempt(entry: OperationLog, result: PushResult, started_at) -> OperationAttempt:

@@ -1,0 +1,230 @@
+"""The push, lease, backoff and sweep rules, run directly against the simulator (no worker)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sync import dispatcher
+from sync.models import OperationAttempt, OperationLog, Outcome, Status, SyncLane
+from tests.factories import SchoolFactory
+from tests.simulated import running_simulator
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def simulator(settings):
+    with running_simulator() as (sim, url):
+        settings.SYNC_API_URL = url
+        settings.SYNC_HTTP_TIMEOUT = 2
+        yield sim
+
+
+@pytest.fixture
+def kicks(monkeypatch):
+    """Lanes the code under test asked the dispatcher to wake up (publishing is the broker's job)."""
+    kicked = []
+    monkeypatch.setattr(dispatcher, "kick", kicked.append)
+    return kicked
+
+
+@pytest.fixture
+def scheduled(monkeypatch):
+    """Dispatches scheduled after a backoff, as (lane, countdown)."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, name, args):
+            self.name, self.args = name, args
+
+        def apply_async(self, countdown=None, **options):
+            calls.append((self.args[0], countdown))
+
+    monkeypatch.setattr(dispatcher, "signature", lambda name, args, **kw: Recorder(name, args))
+    return calls
+
+
+def entries(count=1):
+    for _ in range(count):
+        SchoolFactory()
+    return list(OperationLog.objects.order_by("sequence"))
+
+
+def lease(token="chain-1"):
+    assert dispatcher._acquire_lease("global", token)
+    return token
+
+
+def test_push_sends_the_entry_and_records_success(simulator):
+    [entry] = entries()
+    assert dispatcher.push_entry(entry.pk, lease()) is True
+
+    entry.refresh_from_db()
+    assert (entry.status, entry.attempts, entry.last_error) == (Status.SUCCEEDED, 1, "")
+    assert entry.pushed_at is not None
+    [attempt] = entry.attempt_set.all()
+    assert (attempt.outcome, attempt.status_code) == (Outcome.SUCCESS, 201)
+    lane = SyncLane.objects.get(pk="global")
+    assert (lane.last_pushed_sequence, lane.lease_owner) == (entry.sequence, "chain-1")
+    assert simulator.applied[0]["key"] == str(entry.idempotency_key)
+
+
+def test_push_without_the_lease_sends_nothing(simulator):
+    [entry] = entries()
+    lease("someone-else")
+    assert dispatcher.push_entry(entry.pk, "chain-1") is False
+    assert simulator.requests == 0
+    entry.refresh_from_db()
+    assert (entry.status, entry.attempts) == (Status.PENDING, 0)
+
+
+@pytest.mark.parametrize("earlier_status", [Status.PENDING, Status.IN_PROGRESS, Status.FAILED])
+def test_push_never_overtakes_an_open_earlier_entry(simulator, kicks, earlier_status):
+    first, second = entries(2)
+    token = lease()
+    OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
+
+    assert dispatcher.push_entry(second.pk, token) is False
+    assert simulator.requests == 0
+    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert kicks == ["global"]
+
+
+@pytest.mark.parametrize("earlier_status", [Status.SUCCEEDED, Status.CANCELLED])
+def test_push_goes_on_after_a_succeeded_or_cancelled_entry(simulator, earlier_status):
+    first, second = entries(2)
+    OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
+    assert dispatcher.push_entry(second.pk, lease()) is True
+    assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
+
+
+def test_a_cancelled_entry_is_skipped_and_the_chain_goes_on(simulator):
+    [entry] = entries()
+    OperationLog.objects.filter(pk=entry.pk).update(status=Status.CANCELLED)
+    assert dispatcher.push_entry(entry.pk, lease()) is True
+    assert simulator.requests == 0
+
+
+def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(simulator, scheduled):
+    [entry] = entries()
+    simulator.configure(script=["error"], retry_after=120)
+    before = timezone.now()
+
+    assert dispatcher.push_entry(entry.pk, lease()) is False
+
+    entry.refresh_from_db()
+    assert entry.status == Status.PENDING
+    assert entry.attempts == 1
+    assert entry.next_attempt_at >= before + timedelta(seconds=120)  # Retry-After honoured
+    assert entry.last_error.startswith("HTTP 503")
+    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    [(lane, countdown)] = scheduled
+    assert lane == "global"
+    assert countdown >= 120
+    assert entry.attempt_set.get().outcome == Outcome.TRANSIENT
+
+
+def test_a_permanent_failure_blocks_the_lane_by_default(simulator):
+    first, _ = entries(2)
+    simulator.configure(script=["reject"])
+
+    assert dispatcher.push_entry(first.pk, lease()) is False
+
+    first.refresh_from_db()
+    assert (first.status, first.last_error[:8]) == (Status.FAILED, "HTTP 400")
+    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert not dispatcher.selectors.has_due_work("global", timezone.now())
+
+
+def test_a_permanent_failure_can_be_skipped_by_setting(simulator, settings):
+    settings.SYNC_ON_PERMANENT_FAILURE = "skip"
+    first, second = entries(2)
+    simulator.configure(script=["reject"])
+    token = lease()
+    assert dispatcher.push_entry(first.pk, token) is True
+    assert dispatcher.push_entry(second.pk, token) is True
+    assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
+
+
+def test_due_entries_stop_at_a_failed_or_waiting_entry():
+    first, second, third = entries(3)
+    now = timezone.now()
+    assert dispatcher.selectors.due_entries("global", now, limit=10) == [first.pk, second.pk, third.pk]
+    assert dispatcher.selectors.due_entries("global", now, limit=2) == [first.pk, second.pk]
+
+    OperationLog.objects.filter(pk=second.pk).update(next_attempt_at=now + timedelta(seconds=30))
+    assert dispatcher.selectors.due_entries("global", now, limit=10) == [first.pk]
+
+    OperationLog.objects.filter(pk=first.pk).update(status=Status.FAILED)
+    assert dispatcher.selectors.due_entries("global", now, limit=10) == []
+
+
+def test_only_one_lease_at_a_time_until_it_expires(settings):
+    SyncLane.objects.get_or_create(pk="global")
+    assert dispatcher._acquire_lease("global", "a")
+    assert not dispatcher._acquire_lease("global", "b")
+    assert dispatcher._renew_lease("global", "a")
+    assert not dispatcher._renew_lease("global", "b")
+
+    SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert dispatcher._acquire_lease("global", "b")
+    assert not dispatcher._renew_lease("global", "a")
+
+
+def test_sweep_expires_a_dead_lease_and_reopens_its_entry(kicks):
+    [entry] = entries()
+    lease("dead-chain")
+    OperationLog.objects.filter(pk=entry.pk).update(status=Status.IN_PROGRESS)
+
+    assert dispatcher.sweep() == []  # the lease is still live: its chain carries on
+    assert kicks == []
+
+    SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert dispatcher.sweep() == ["global"]
+    entry.refresh_from_db()
+    assert entry.status == Status.PENDING
+    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert kicks == ["global"]
+
+
+def test_sweep_kicks_a_lane_whose_kick_was_lost_and_leaves_idle_lanes_alone(kicks):
+    SyncLane.objects.get_or_create(pk="global")
+    assert dispatcher.sweep() == []
+    entries(1)
+    assert dispatcher.sweep() == ["global"]
+    assert kicks == ["global"]
+
+
+def test_sweep_waits_for_a_backoff_to_end(kicks):
+    [entry] = entries()
+    OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    assert dispatcher.sweep() == []
+    OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert dispatcher.sweep() == ["global"]
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5, 20])
+def test_retry_delay_grows_exponentially_with_jitter_and_a_cap(settings, attempts):
+    settings.SYNC_RETRY_BASE_SECONDS = 1
+    settings.SYNC_RETRY_MAX_SECONDS = 60
+    ceiling = min(60, 2 ** (attempts - 1))
+    delays = {dispatcher.retry_delay(attempts, None) for _ in range(50)}
+    assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+    assert len(delays) > 1  # jittered
+
+
+def test_retry_delay_honours_retry_after_up_to_an_hour(settings):
+    settings.SYNC_RETRY_BASE_SECONDS = 1
+    assert dispatcher.retry_delay(1, 30) == 30
+    assert dispatcher.retry_delay(1, 10**6) == dispatcher.MAX_RETRY_AFTER_SECONDS
+
+
+def test_each_attempt_is_kept(simulator, scheduled):
+    [entry] = entries()
+    simulator.configure(script=["error"])
+    dispatcher.push_entry(entry.pk, lease("a"))
+    OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
+    dispatcher.push_entry(entry.pk, lease("b"))
+    outcomes = list(OperationAttempt.objects.filter(entry=entry).values_list("outcome", flat=True))
+    assert outcomes == [Outcome.TRANSIENT, Outcome.SUCCESS]

@@ -1,0 +1,90 @@
+"""The external simulator implements the contract the client relies on."""
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.simulated import running_simulator
+
+
+def call(url, method, path, *, key=None, sequence=1, json=None, token=None):
+    headers = {"Idempotency-Key": key or str(uuid.uuid4()), "X-Sync-Sequence": str(sequence)}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.request(method, f"{url}{path}", json=json, headers=headers, timeout=5)
+
+
+@pytest.fixture
+def simulator():
+    with running_simulator() as running:
+        yield running
+
+
+def test_applies_creates_updates_and_deletes_in_order(simulator):
+    sim, url = simulator
+    assert call(url, "POST", "/schools", json={"id": 7, "name": "A"}, sequence=1).status_code == 201
+    assert call(url, "PUT", "/schools/7", json={"id": 7, "name": "B"}, sequence=2).status_code == 200
+    assert sim.records["schools"][7] == {"id": 7, "name": "B"}
+    assert call(url, "DELETE", "/schools/7", sequence=3).status_code == 204
+    assert 7 not in sim.records["schools"]
+    applied = httpx.get(f"{url}/_simulator/applied").json()["applied"]
+    assert [(a["method"], a["sequence"]) for a in applied] == [("POST", 1), ("PUT", 2), ("DELETE", 3)]
+
+
+def test_a_repeated_key_gets_the_first_response_without_applying_twice(simulator):
+    sim, url = simulator
+    key = str(uuid.uuid4())
+    first = call(url, "POST", "/grades", key=key, json={"id": 1, "level": 1})
+    again = call(url, "POST", "/grades", key=key, json={"id": 1, "level": 1})
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert len(sim.applied) == 1
+
+
+def test_a_key_reused_with_another_body_is_a_422(simulator):
+    _, url = simulator
+    key = str(uuid.uuid4())
+    call(url, "POST", "/grades", key=key, json={"id": 1, "level": 1})
+    assert call(url, "POST", "/grades", key=key, json={"id": 1, "level": 2}).status_code == 422
+
+
+def test_a_key_still_in_flight_is_a_409():
+    with running_simulator(timeout_seconds=1) as (sim, url):
+        sim.configure(script=["timeout"])
+        key = str(uuid.uuid4())
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{url}/students",
+                json={"id": 1},
+                headers={"Idempotency-Key": key, "X-Sync-Sequence": "1"},
+                timeout=0.2,
+            )
+        assert call(url, "POST", "/students", key=key, json={"id": 1}).status_code == 409
+
+
+def test_faults_and_bad_requests(simulator):
+    sim, url = simulator
+    sim.configure(script=["error", "reject"], retry_after=3)
+    unavailable = call(url, "POST", "/schools", json={"id": 1})
+    assert (unavailable.status_code, unavailable.headers["Retry-After"]) == (503, "3")
+    assert call(url, "POST", "/schools", json={"id": 1}).status_code == 400
+    assert sim.applied == []
+    assert call(url, "POST", "/planets", json={"id": 1}).status_code == 404
+    assert httpx.post(f"{url}/schools", json={"id": 1}).status_code == 400  # no idempotency key
+    assert call(url, "POST", "/schools", json={"name": "no id"}).status_code == 400
+
+
+def test_a_token_is_required_when_configured():
+    with running_simulator(token="t0ken") as (_, url):
+        assert call(url, "POST", "/schools", json={"id": 1}).status_code == 401
+        assert call(url, "POST", "/schools", json={"id": 1}, token="t0ken").status_code == 201
+
+
+def test_faults_can_be_set_over_http(simulator):
+    sim, url = simulator
+    response = httpx.post(f"{url}/_simulator/faults", json={"script": ["error"], "error_rate": 0.5})
+    assert response.status_code == 200
+    assert sim.error_rate == 0.5
+    assert httpx.post(f"{url}/_simulator/faults", json={"script": ["meteor"]}).status_code == 400
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
