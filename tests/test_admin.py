@@ -183,3 +183,56 @@ def test_operation_log_admin_is_read_only_and_filterable(admin_client):
     assert str(entry.idempotency_key) in detail.content.decode()
     assert admin_client.get("/admin/sync/operationlog/add/").status_code == 403
     assert admin_client.post(f"/admin/sync/operationlog/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_a_new_grade_with_an_inline_class_taught_from_another_school_is_a_form_error(admin_client):
+    school = SchoolFactory()
+    outsider = TeacherFactory()
+    before = OperationLog.objects.count()
+    response = admin_client.post(
+        "/admin/schools/grade/add/",
+        {
+            "school": school.pk,
+            "level": 3,
+            "name": "Third",
+            **inline_management("classes", total=1),
+            "classes-0-name": "3A",
+            "classes-0-homeroom_teacher": outsider.pk,
+        },
+    )
+    assert response.status_code == 200
+    [inline] = response.context["inline_admin_formsets"]
+    assert inline.formset.errors == [{"homeroom_teacher": [HOMEROOM_TEACHER_OF_OTHER_SCHOOL]}]
+    assert OperationLog.objects.count() == before
+    assert not Grade.objects.filter(school=school).exists()
+
+
+def test_a_clash_only_the_service_sees_is_shown_as_a_message_and_saves_nothing(admin_client):
+    grade = GradeFactory()
+    first = SchoolClassFactory(grade=grade, name="A")
+    second = SchoolClassFactory(grade=grade, name="B")
+    before = OperationLog.objects.count()
+
+    response = admin_client.post(
+        f"/admin/schools/grade/{grade.pk}/change/",
+        {
+            "school": grade.school.pk,
+            "level": grade.level,
+            "name": grade.name,
+            **inline_management("classes", total=2, initial=2),
+            "classes-0-id": first.pk,
+            "classes-0-grade": grade.pk,
+            "classes-0-name": "B",
+            "classes-1-id": second.pk,
+            "classes-1-grade": grade.pk,
+            "classes-1-name": "A",
+        },
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Nothing was saved: This grade already has a class with this name." in response.content.decode()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.name, second.name) == ("A", "B")
+    assert OperationLog.objects.count() == before

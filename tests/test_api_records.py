@@ -102,7 +102,7 @@ def test_token_authentication(anon_client):
     assert client.get("/api/schools/").status_code == 200
 
 
-def test_token_endpoint_is_throttled(anon_client, settings):
+def test_token_endpoint_is_throttled(anon_client):
     user = UserFactory()
     statuses = [
         anon_client.post("/api/auth/token/", {"username": user.username, "password": "guess"}).status_code
@@ -255,7 +255,8 @@ def test_lists_filter_by_parent_ids(reader_client):
 
 
 def test_lists_search_and_order(reader_client):
-    SchoolFactory(name="Beacon Hill"), SchoolFactory(name="Acorn Park"), SchoolFactory(name="Cedar Hill")
+    for name in ("Beacon Hill", "Acorn Park", "Cedar Hill"):
+        SchoolFactory(name=name, address="")
     names = [s["name"] for s in reader_client.get("/api/schools/?search=hill&ordering=-name").json()["results"]]
     assert names == ["Cedar Hill", "Beacon Hill"]
 
@@ -291,3 +292,38 @@ def test_list_query_count_does_not_grow_with_the_page(reader_client, resource, f
         factory()
     assert queries_for_list() == few
     assert few <= 3  # count + page (+ nothing per row)
+
+
+def test_put_replaces_the_record_and_clears_omitted_optional_fields(editor_client):
+    school = SchoolFactory(address="Old road")
+    school_class = class_with_homeroom_teacher()
+
+    assert editor_client.put(f"/api/schools/{school.pk}/", {"name": school.name}).json()["address"] == ""
+    response = editor_client.put(
+        f"/api/classes/{school_class.pk}/", {"grade": school_class.grade_id, "name": school_class.name}
+    )
+    assert response.json()["homeroom_teacher"] is None
+
+
+def test_patch_leaves_omitted_fields_alone(editor_client):
+    school_class = class_with_homeroom_teacher()
+    response = editor_client.patch(f"/api/classes/{school_class.pk}/", {"name": "Renamed"})
+    assert response.json()["homeroom_teacher"] == school_class.homeroom_teacher_id
+
+
+def test_put_needs_the_change_permission(reader_client):
+    school = SchoolFactory()
+    assert reader_client.put(f"/api/schools/{school.pk}/", {"name": "No"}).status_code == 403
+
+
+def test_a_spoofed_forwarded_for_header_does_not_escape_the_token_throttle(anon_client):
+    user = UserFactory()
+    statuses = [
+        anon_client.post(
+            "/api/auth/token/",
+            {"username": user.username, "password": "guess"},
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{attempt}",
+        ).status_code
+        for attempt in range(21)
+    ]
+    assert statuses[-1] == 429

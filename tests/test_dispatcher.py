@@ -228,3 +228,18 @@ def test_each_attempt_is_kept(simulator, scheduled):
     dispatcher.push_entry(entry.pk, lease("b"))
     outcomes = list(OperationAttempt.objects.filter(entry=entry).values_list("outcome", flat=True))
     assert outcomes == [Outcome.TRANSIENT, Outcome.SUCCESS]
+
+
+def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, scheduled, caplog):
+    [entry] = entries()
+    simulator.configure(script=["error"])
+    with caplog.at_level("INFO", logger="sync.dispatcher"):
+        dispatcher.push_entry(entry.pk, lease("a"))
+        OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
+        dispatcher.push_entry(entry.pk, lease("b"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")]
+    assert len(lines) == 2
+    for line, outcome in zip(lines, ("transient", "success"), strict=True):
+        assert f"sequence={entry.sequence}" in line
+        assert f"key={entry.idempotency_key}" in line
+        assert f"outcome={outcome}" in line

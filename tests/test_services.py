@@ -20,7 +20,7 @@ from schools.services import (
     student_create,
     teacher_create,
 )
-from sync.models import OperationLog, Status
+from sync.models import OperationLog, Status, SyncLane
 from sync.recorder import NOT_IN_TRANSACTION, record_operation
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
 
@@ -68,6 +68,8 @@ CASE_IDS = [case[0] for case in CASES]
 
 @pytest.mark.parametrize(("resource", "create", "changes"), CASES, ids=CASE_IDS)
 def test_create_writes_the_record_and_exactly_one_entry(resource, create, changes):
+    lane = SyncLane.objects.get(pk="global")
+    next_sequence_before = lane.next_sequence
     instance = create()
     entries = OperationLog.objects.filter(resource=resource, object_id=instance.pk)
 
@@ -79,7 +81,8 @@ def test_create_writes_the_record_and_exactly_one_entry(resource, create, change
     assert isinstance(entry.idempotency_key, uuid.UUID)
     assert entry.payload == snapshot(type(instance).objects.get(pk=instance.pk))
     assert entry.payload["id"] == instance.pk
-    assert entry.sequence == OperationLog.objects.order_by("-sequence").values_list("sequence", flat=True)[0]
+    lane.refresh_from_db()
+    assert entry.sequence == lane.next_sequence - 1 >= next_sequence_before  # the last one taken
 
 
 @pytest.mark.parametrize(("resource", "create", "changes"), CASES, ids=CASE_IDS)
@@ -243,6 +246,28 @@ def test_student_number_is_unique_within_the_school_only():
         school_class=SchoolClassFactory(), first_name="A", last_name="B", student_number="2024-17"
     )
     assert elsewhere.school_id != student.school_id
+
+
+def test_a_student_moving_school_keeps_their_number_only_if_it_is_free_there():
+    student = StudentFactory(student_number="S-1")
+    other_school_class = SchoolClassFactory()
+    StudentFactory(school_class=other_school_class, student_number="S-1")
+    counts = current_counts()
+
+    with pytest.raises(ValidationError) as excinfo:
+        record_update(instance=student, data={"school_class": other_school_class})
+
+    assert excinfo.value.message_dict == {"student_number": [school_models.STUDENT_NUMBER_TAKEN]}
+    assert_nothing_written(counts)
+
+
+def test_one_kick_per_lane_per_transaction(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        school = school_create(name="Kick once")
+        grade_create(school=school, level=1, name="One")
+        record_update(instance=school, data={"address": "Here"})
+    assert len(callbacks) == 1
+    assert callbacks[0].kicks_lane == "global"
 
 
 def test_student_school_follows_its_class():
