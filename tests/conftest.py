@@ -45,11 +45,15 @@ def superuser(db):
     return UserFactory(is_staff=True, is_superuser=True)
 
 
+def api_client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
 @pytest.fixture
 def superuser_client(superuser):
-    client = APIClient()
-    client.force_authenticate(superuser)
-    return client
+    return api_client_for(superuser)
 
 
 @pytest.fixture
@@ -59,13 +63,15 @@ def anon_client():
 
 @pytest.fixture
 def reader_client(reader):
-    client = APIClient()
-    client.force_authenticate(reader)
-    return client
+    return api_client_for(reader)
 
 
 @pytest.fixture
 def editor_client(editor):
-    client = APIClient()
-    client.force_authenticate(editor)
-    return client
+    return api_client_for(editor)
+
+
+@pytest.fixture
+def operator_client(db):
+    """A user allowed to retry and cancel operation log entries."""
+    return api_client_for(UserFactory(permissions=["sync.retry_operationlog", "sync.cancel_operationlog"]))

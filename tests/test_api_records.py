@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from schools.models import HOMEROOM_TEACHER_OF_OTHER_SCHOOL, Grade, School, SchoolClass, Student, Teacher
 from sync.models import OperationLog
+from tests.conftest import api_client_for
 from tests.factories import (
     USER_PASSWORD,
     GradeFactory,
@@ -81,8 +82,7 @@ def test_signed_in_users_without_permission_may_read_but_not_write(reader_client
 
 def test_each_write_needs_its_own_permission():
     school = SchoolFactory()
-    client = APIClient()
-    client.force_authenticate(UserFactory(permissions=["schools.add_school"]))
+    client = api_client_for(UserFactory(permissions=["schools.add_school"]))
     assert client.post("/api/schools/", {"name": "Allowed"}).status_code == 201
     assert client.patch(f"/api/schools/{school.pk}/", {"name": "No"}).status_code == 403
     assert client.delete(f"/api/schools/{school.pk}/").status_code == 403

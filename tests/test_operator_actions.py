@@ -6,20 +6,13 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from sync.models import OperationLog, Status
 from sync.services import CANCEL_NOT_ALLOWED, RETRY_NOT_ALLOWED, entries_resend
+from tests.conftest import api_client_for
 from tests.factories import SchoolFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator_client():
-    client = APIClient()
-    client.force_authenticate(UserFactory(permissions=["sync.retry_operationlog", "sync.cancel_operationlog"]))
-    return client
 
 
 def entry_with_status(status, **fields):
@@ -72,8 +65,7 @@ def test_operator_actions_need_their_permissions(reader_client, editor_client, a
     entry.refresh_from_db()
     assert entry.status == Status.FAILED
 
-    may_only_retry = APIClient()
-    may_only_retry.force_authenticate(UserFactory(permissions=["sync.retry_operationlog"]))
+    may_only_retry = api_client_for(UserFactory(permissions=["sync.retry_operationlog"]))
     assert may_only_retry.post(f"/api/sync/operations/{entry.pk}/cancel/").status_code == 403
     assert may_only_retry.post(f"/api/sync/operations/{entry.pk}/retry/").status_code == 200
 

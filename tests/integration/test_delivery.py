@@ -9,7 +9,6 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from schools.services import record_update, school_create
 from sync.dispatcher import sweep
@@ -88,13 +87,6 @@ def test_transient_failures_retry_with_the_same_key_and_hold_the_lane(simulator,
     assert simulator.stats()["replayed"] >= 2
 
 
-@pytest.fixture
-def operator():
-    client = APIClient()
-    client.force_authenticate(UserFactory(permissions=["sync.retry_operationlog", "sync.cancel_operationlog"]))
-    return client
-
-
 def fail_first_entry(simulator, start_sync_worker):
     simulator.configure(script=["reject"])
     start_sync_worker()
@@ -109,23 +101,23 @@ def fail_first_entry(simulator, start_sync_worker):
     return first, second
 
 
-def test_a_permanent_failure_blocks_the_lane_until_an_operator_retries(simulator, start_sync_worker, operator):
+def test_a_permanent_failure_blocks_the_lane_until_an_operator_retries(simulator, start_sync_worker, operator_client):
     first, second = fail_first_entry(simulator, start_sync_worker)
 
     assert sweep() == []  # nothing is due behind a failed entry
     assert OperationLog.objects.get(pk=second.pk).status == Status.PENDING
     assert simulator.requests == 1
 
-    assert operator.post(f"/api/sync/operations/{first.pk}/retry/").status_code == 200
+    assert operator_client.post(f"/api/sync/operations/{first.pk}/retry/").status_code == 200
     wait_for_delivery()
     assert [item["sequence"] for item in simulator.applied] == [first.sequence, second.sequence]
     assert_applied_once_in_order(simulator)
 
 
-def test_cancelling_a_failed_entry_lets_the_lane_go_on(simulator, start_sync_worker, operator):
+def test_cancelling_a_failed_entry_lets_the_lane_go_on(simulator, start_sync_worker, operator_client):
     first, second = fail_first_entry(simulator, start_sync_worker)
 
-    assert operator.post(f"/api/sync/operations/{first.pk}/cancel/").status_code == 200
+    assert operator_client.post(f"/api/sync/operations/{first.pk}/cancel/").status_code == 200
     wait_for_delivery()
     assert OperationLog.objects.get(pk=first.pk).status == Status.CANCELLED
     assert [item["sequence"] for item in simulator.applied] == [second.sequence]
