@@ -233,6 +233,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_EXPIRES = None  # no result backend, so no nightly backend_cleanup job
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -261,6 +262,13 @@ SYNC_RETRY_MAX_SECONDS = env_float("SYNC_RETRY_MAX_SECONDS", 300.0)
 SYNC_ON_PERMANENT_FAILURE = env_str("SYNC_ON_PERMANENT_FAILURE", "block")
 if SYNC_ON_PERMANENT_FAILURE not in {"block", "skip"}:
     raise ImproperlyConfigured("SYNC_ON_PERMANENT_FAILURE must be block or skip.")
+# Succeeded and cancelled entries (and their attempts) are purged this many days after
+# they were closed; pending, in-progress and failed entries are never purged.
+SYNC_RETENTION_DAYS = env_int("SYNC_RETENTION_DAYS", 30)
+# Path probed by the health job; any answer below 500 counts as reachable.
+SYNC_HEALTH_PATH = env_str("SYNC_HEALTH_PATH", "/health")
+# Bearer token that may read /metrics (staff sessions may too); empty: staff only.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Logging -------------------------------------------------------------------
 

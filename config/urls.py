@@ -10,6 +10,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from schools import api as schools_api
 from sync import api as sync_api
+from sync.views import metrics_view
 
 router = DefaultRouter()
 router.register("schools", schools_api.SchoolViewSet)
@@ -30,8 +31,10 @@ class ObtainTokenView(ObtainAuthToken):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("api/sync/status/", sync_api.SyncStatusView.as_view(), name="sync-status"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     path("api/", include(router.urls)),
     path("api-auth/", include("rest_framework.urls")),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -3,8 +3,11 @@
 import json
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.urls import path
 from django.utils.html import format_html
 
+from sync import views
 from sync.models import OperationAttempt, OperationLog, SyncLane
 from sync.services import EntryStateError, entry_cancel, entry_retry
 
@@ -73,6 +76,22 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="payload")
     def payload_pretty(self, obj: OperationLog) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
+
+    def get_urls(self):
+        dashboard = [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="sync_dashboard"),
+            path(
+                "dashboard/<int:pk>/<str:action>/",
+                self.admin_site.admin_view(views.dashboard_action),
+                name="sync_dashboard_action",
+            ),
+        ]
+        return dashboard + super().get_urls()
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return views.dashboard(request, self.admin_site.each_context(request))
 
     def has_retry_permission(self, request):
         return request.user.has_perm("sync.retry_operationlog")

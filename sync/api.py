@@ -1,13 +1,16 @@
 """REST endpoints for the operation log and the operator actions on it."""
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from config.api import Conflict
+from sync import selectors
 from sync.models import OperationLog
-from sync.serializers import OperationLogSerializer
+from sync.serializers import OperationLogSerializer, SyncStatusSerializer
 from sync.services import EntryStateError, entry_cancel, entry_retry
 
 
@@ -50,3 +53,16 @@ class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
         except EntryStateError as exc:
             raise Conflict(str(exc)) from exc
         return Response(self.get_serializer(entry).data)
+
+
+class SyncStatusView(APIView):
+    """Delivery progress: counts per status, lag, last pushed sequence and the external system's health.
+
+    Reads the database and the cached health probe only; it never calls the external system.
+    """
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(responses=SyncStatusSerializer)
+    def get(self, request):
+        return Response(SyncStatusSerializer(selectors.sync_status(timezone.now())).data)

@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from sync import selectors
+from sync import metrics, selectors
 from sync.client import PushResult, get_client
 from sync.models import OperationAttempt, OperationLog, Outcome, Status, SyncLane
 
@@ -97,6 +97,7 @@ def push_entry(entry_id: int, lease_token: str) -> bool:
     started_at = timezone.now()
     result = get_client().push(entry)
     _log_push(entry, result)
+    metrics.record_attempt(result.outcome, result.duration)
 
     if result.outcome == Outcome.SUCCESS:
         _record_success(entry, result, started_at, lease_token)

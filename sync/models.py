@@ -98,6 +98,8 @@ class OperationLog(models.Model):
                 condition=models.Q(status__in=OPEN_STATUSES),
             ),
             models.Index(fields=["status", "sequence"], name="operationlog_status_seq"),
+            # Retention purge and the dashboard's 24-hour history: entries closed since a time.
+            models.Index(fields=["updated_at"], name="operationlog_updated_at"),
             models.Index(fields=["resource", "object_id"], name="operationlog_object"),
         ]
         permissions = [

@@ -30,3 +30,53 @@ class OperationLogSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class StatusCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    in_progress = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+
+
+class ExternalHealthSerializer(serializers.Serializer):
+    reachable = serializers.BooleanField(allow_null=True, help_text="Null until the first probe.")
+    status_code = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.FloatField(allow_null=True)
+    error = serializers.CharField()
+    checked_at = serializers.CharField(allow_null=True)
+    age_seconds = serializers.FloatField(allow_null=True)
+    stale = serializers.BooleanField(help_text="True when the probe is missing or older than three minutes.")
+
+
+class BlockingEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    sequence = serializers.IntegerField()
+    operation = serializers.CharField()
+    resource = serializers.CharField()
+    object_id = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    last_error = serializers.CharField()
+
+
+class LaneStatusSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    next_sequence = serializers.IntegerField()
+    last_pushed_sequence = serializers.IntegerField(allow_null=True)
+    last_pushed_at = serializers.DateTimeField(allow_null=True)
+    lease_active = serializers.BooleanField()
+    oldest_open_age_seconds = serializers.FloatField(allow_null=True)
+    blocked_by = BlockingEntrySerializer(allow_null=True, help_text="The failed entry the lane waits on.")
+
+
+class SyncStatusSerializer(serializers.Serializer):
+    counts = StatusCountsSerializer()
+    last_pushed_sequence = serializers.IntegerField(allow_null=True)
+    last_pushed_at = serializers.DateTimeField(allow_null=True)
+    oldest_pending_age_seconds = serializers.FloatField(
+        allow_null=True, help_text="Age of the oldest entry not yet delivered (the lag)."
+    )
+    pushes_last_hour = serializers.IntegerField()
+    external = ExternalHealthSerializer()
+    lanes = LaneStatusSerializer(many=True)

@@ -1,9 +1,9 @@
-"""Celery tasks: thin wrappers that take ids and call sync.dispatcher."""
+"""Celery tasks: thin wrappers that take ids and call into sync/."""
 
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from sync import dispatcher
+from sync import dispatcher, health, retention
 
 
 @shared_task(name="sync.dispatch")
@@ -20,3 +20,13 @@ def push(entry_id: int, lease_token: str) -> None:
 @shared_task(name="sync.sweep")
 def sweep() -> None:
     dispatcher.sweep()
+
+
+@shared_task(name="sync.purge")
+def purge() -> None:
+    retention.purge_closed_entries()
+
+
+@shared_task(name="sync.refresh_health")
+def refresh_health() -> None:
+    health.refresh_health()

@@ -1,0 +1,106 @@
+"""Prometheus metrics: outbox state from the database, push counters from the shared cache.
+
+The sync worker adds each attempt to counters kept in the shared cache (Redis in
+production), so the web process can serve them at /metrics whichever host pushes.
+Flushing the cache resets them, which Prometheus treats as a counter reset.
+"""
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.cache import cache
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from sync import selectors
+from sync.health import read_health
+from sync.models import Outcome, Status
+
+logger = logging.getLogger(__name__)
+
+PUSH_METRICS_KEY = "sync:push-metrics"
+# Upper bounds, in seconds, of the push duration histogram's buckets.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        "attempts": dict.fromkeys(Outcome.values, 0),
+        "buckets": [0] * len(DURATION_BUCKETS),
+        "count": 0,
+        "sum": 0.0,
+    }
+
+
+def record_attempt(outcome: str, duration: float) -> None:
+    """Count one push attempt. Never raises: metrics must not break a push."""
+    try:
+        data = cache.get(PUSH_METRICS_KEY) or _empty()
+        data["attempts"][outcome] = data["attempts"].get(outcome, 0) + 1
+        data["count"] += 1
+        data["sum"] += duration
+        for index, bound in enumerate(DURATION_BUCKETS):
+            if duration <= bound:
+                data["buckets"][index] += 1
+        cache.set(PUSH_METRICS_KEY, data, timeout=None)
+    except Exception:
+        logger.warning("could not record push metrics", exc_info=True)
+
+
+def push_metrics() -> dict[str, Any]:
+    try:
+        return cache.get(PUSH_METRICS_KEY) or _empty()
+    except Exception:
+        logger.warning("could not read push metrics", exc_info=True)
+        return _empty()
+
+
+class SyncCollector(Collector):
+    def collect(self) -> Iterator:
+        counts = selectors.status_counts()
+        entries = GaugeMetricFamily("sync_entries", "Operation log entries by status.", labels=["status"])
+        for status in Status.values:
+            entries.add_metric([status], counts[status])
+        yield entries
+
+        now = timezone.now()
+        lag = GaugeMetricFamily("sync_lag_seconds", "Age of the oldest entry not yet delivered.", labels=["lane"])
+        last = GaugeMetricFamily("sync_last_pushed_sequence", "Last sequence pushed successfully.", labels=["lane"])
+        for lane in selectors.lane_overview(now):
+            lag.add_metric([lane["name"]], lane["oldest_open_age_seconds"] or 0.0)
+            last.add_metric([lane["name"]], lane["last_pushed_sequence"] or 0)
+        yield lag
+        yield last
+
+        pushes = push_metrics()
+        attempts = CounterMetricFamily("sync_push_attempts", "Push attempts by outcome.", labels=["outcome"])
+        for outcome in Outcome.values:
+            attempts.add_metric([outcome], pushes["attempts"].get(outcome, 0))
+        yield attempts
+        cumulative = [(str(bound), count) for bound, count in zip(DURATION_BUCKETS, pushes["buckets"], strict=True)]
+        yield HistogramMetricFamily(
+            "sync_push_duration_seconds",
+            "Duration of calls to the external API.",
+            buckets=[*cumulative, ("+Inf", pushes["count"])],
+            sum_value=pushes["sum"],
+        )
+
+        health = read_health()
+        up = GaugeMetricFamily("sync_external_up", "1 if the external system answered the last probe.")
+        up.add_metric([], math.nan if health["reachable"] is None else float(health["reachable"]))
+        yield up
+        latency = GaugeMetricFamily("sync_external_latency_seconds", "Latency of the last health probe.")
+        latency.add_metric([], math.nan if health["latency_ms"] is None else health["latency_ms"] / 1000)
+        yield latency
+        age = GaugeMetricFamily("sync_external_health_age_seconds", "Age of the last health probe.")
+        age.add_metric([], math.nan if health["age_seconds"] is None else health["age_seconds"])
+        yield age
+
+
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SyncCollector())
+    return registry

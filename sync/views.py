@@ -1,0 +1,67 @@
+"""The sync dashboard (an admin page) and the Prometheus endpoint."""
+
+import hmac
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sync import charts, metrics, selectors
+from sync.models import OperationLog, Status
+from sync.services import EntryStateError, entry_cancel, entry_retry
+
+OPERATOR_ACTIONS = {"retry": entry_retry, "cancel": entry_cancel}
+
+
+def dashboard(request: HttpRequest, admin_context: dict) -> TemplateResponse:
+    now = timezone.now()
+    status = selectors.sync_status(now)
+    context = {
+        **admin_context,
+        "title": "Sync dashboard",
+        "status": status,
+        "statuses": [(value, label, status["counts"][value]) for value, label in Status.choices],
+        "lag": charts.format_seconds(status["oldest_pending_age_seconds"]),
+        "chart": charts.history_chart(selectors.history(now)),
+        "blocked_lanes": [lane for lane in status["lanes"] if lane["blocked_by"] is not None],
+        "can_retry": request.user.has_perm("sync.retry_operationlog"),
+        "can_cancel": request.user.has_perm("sync.cancel_operationlog"),
+        "now": now,
+    }
+    return TemplateResponse(request, "admin/sync/dashboard.html", context)
+
+
+@require_POST
+def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponseRedirect:
+    if action not in OPERATOR_ACTIONS or not request.user.has_perm(f"sync.{action}_operationlog"):
+        raise PermissionDenied
+    entry = get_object_or_404(OperationLog, pk=pk)
+    try:
+        OPERATOR_ACTIONS[action](entry=entry, actor=request.user)
+    except EntryStateError as exc:
+        messages.warning(request, str(exc))
+    else:
+        messages.success(request, f"Entry #{entry.sequence} {'retried' if action == 'retry' else 'cancelled'}.")
+    return HttpResponseRedirect(reverse("admin:sync_dashboard"))
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for staff sessions or ``Authorization: Bearer <METRICS_TOKEN>``."""
+    if not (request.user.is_authenticated and request.user.is_staff) and not _has_metrics_token(request):
+        response = HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def _has_metrics_token(request: HttpRequest) -> bool:
+    expected = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
