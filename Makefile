@@ -17,13 +17,14 @@ TEST_BROKER_URL = $(or $(CELERY_BROKER_URL),$(if $(call port_open,5672),$(LOCAL_
 TEST_REDIS_URL = $(if $(CELERY_BROKER_URL),,$(if $(call port_open,6379),$(LOCAL_REDIS_URL)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format requirements clean
+.PHONY: help install run test lint format requirements screenshots clean
 
 help:
 	@echo "make run           install, migrate, load demo data, start web, workers, beat and the simulator"
 	@echo "make test          install and run the whole test suite"
 	@echo "make lint          ruff lint and format check"
 	@echo "make format        apply ruff fixes and formatting"
+	@echo "make screenshots   refresh docs/screenshots from the browser test"
 	@echo "make requirements  re-pin requirements/*.txt from requirements/*.in"
 
 $(STAMP): requirements/base.txt requirements/dev.txt
@@ -57,6 +58,9 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+screenshots: install
+	DATABASE_URL="$(TEST_DATABASE_URL)" SCREENSHOT_DIR=docs/screenshots REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/browser
 
 requirements:
 	uv pip compile --quiet --upgrade --python-version 3.11 requirements/base.in -o requirements/base.txt

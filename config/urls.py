@@ -12,6 +12,10 @@ from schools import api as schools_api
 from sync import api as sync_api
 from sync.views import metrics_view
 
+admin.site.site_header = "School Sync"
+admin.site.site_title = "School Sync admin"
+admin.site.index_title = "Records and sync"
+
 router = DefaultRouter()
 router.register("schools", schools_api.SchoolViewSet)
 router.register("grades", schools_api.GradeViewSet)
