@@ -22,6 +22,7 @@ router.register("grades", schools_api.GradeViewSet)
 router.register("classes", schools_api.SchoolClassViewSet)
 router.register("teachers", schools_api.TeacherViewSet)
 router.register("students", schools_api.StudentViewSet)
+router.register("scheduled-changes", schools_api.ScheduledChangeViewSet)
 router.register("sync/operations", sync_api.OperationLogViewSet)
 
 

@@ -6,7 +6,8 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponseRedirect
 
 from config.api import CONCURRENT_CHANGE
-from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
+from schools.scheduling import NotCancellableError, required_permission, scheduled_change_cancel
 from schools.services import RecordInUseError, delete_record, save_record
 
 WRITE_REFUSED = "Nothing was saved: {reason}"
@@ -126,3 +127,50 @@ class StudentAdmin(ServiceWritesMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("school", "school_class__grade__school")
+
+
+@admin.register(ScheduledChange)
+class ScheduledChangeAdmin(admin.ModelAdmin):
+    """Scheduled changes are made through the API; here they can be watched and cancelled."""
+
+    list_display = [
+        "execute_at",
+        "operation",
+        "resource",
+        "target_id",
+        "status",
+        "attempts",
+        "created_by",
+        "finished_at",
+    ]
+    list_filter = ["status", "resource", "operation"]
+    list_select_related = ["created_by"]
+    date_hierarchy = "execute_at"
+    search_fields = ["=id", "=target_id"]
+    actions = ["cancel_changes"]
+    readonly_fields = [field.name for field in ScheduledChange._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Cancel selected changes (if not started)")
+    def cancel_changes(self, request, queryset):
+        cancelled = 0
+        for change in queryset:
+            if not request.user.has_perm(required_permission(change.resource, change.operation)):
+                self.message_user(request, f"{change}: you may not make this change.", messages.WARNING)
+                continue
+            try:
+                scheduled_change_cancel(change=change, actor=request.user)
+            except NotCancellableError as exc:
+                self.message_user(request, f"{change}: {exc}", messages.WARNING)
+            else:
+                cancelled += 1
+        if cancelled:
+            self.message_user(request, f"{cancelled} scheduled changes cancelled.", messages.SUCCESS)

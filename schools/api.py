@@ -2,12 +2,22 @@
 
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import viewsets
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
 
 from config.api import Conflict
-from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
+from schools.scheduling import (
+    InvalidChangesError,
+    NotCancellableError,
+    required_permission,
+    scheduled_change_cancel,
+    scheduled_changes_create,
+)
 from schools.serializers import (
     GradeSerializer,
+    ScheduledChangeSerializer,
     SchoolClassSerializer,
     SchoolSerializer,
     StudentSerializer,
@@ -103,3 +113,73 @@ class StudentViewSet(RecordViewSet):
     search_fields = ["first_name", "last_name", "student_number"]
     ordering_fields = ["id", "first_name", "last_name", "student_number"]
     ordering = ["last_name", "first_name", "id"]
+
+
+MAX_BATCH_SIZE = 1000  # changes in one POST
+
+
+class ScheduledChangeFilter(filters.FilterSet):
+    due_before = filters.IsoDateTimeFilter(field_name="execute_at", lookup_expr="lte")
+    due_after = filters.IsoDateTimeFilter(field_name="execute_at", lookup_expr="gte")
+
+    class Meta:
+        model = ScheduledChange
+        fields = ["status", "resource", "operation", "due_before", "due_after"]
+
+
+@extend_schema_view(
+    create=extend_schema(
+        description=(
+            "Schedule a change (or, with a JSON array body, up to 1,000 changes at once, all or none). "
+            "It is validated now exactly like the immediate request, and needs the same permission."
+        )
+    ),
+    destroy=extend_schema(
+        description="Cancel a change that has not started.",
+        responses={
+            204: OpenApiResponse(description="Cancelled."),
+            409: OpenApiResponse(description="It has already started or finished."),
+        },
+    ),
+)
+class ScheduledChangeViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = ScheduledChange.objects.select_related("created_by")
+    serializer_class = ScheduledChangeSerializer
+    # Record permissions, checked per change: scheduling a change needs what making it needs.
+    permission_classes = [permissions.IsAuthenticated]
+    filterset_class = ScheduledChangeFilter
+    ordering_fields = ["execute_at", "created_at"]
+    ordering = ["execute_at"]
+
+    def create(self, request, *args, **kwargs):
+        many = isinstance(request.data, list)
+        if many and len(request.data) > MAX_BATCH_SIZE:
+            raise ValidationError({"non_field_errors": [f"At most {MAX_BATCH_SIZE} changes per request."]})
+        serializer = self.get_serializer(data=request.data, many=many)
+        serializer.is_valid(raise_exception=True)
+        changes = serializer.validated_data if many else [serializer.validated_data]
+        for change in changes:
+            self._check_permission(change["resource"], change["operation"])
+        try:
+            created = scheduled_changes_create(changes, actor=request.user)
+        except InvalidChangesError as exc:
+            raise ValidationError(exc.errors if many else exc.errors[0]) from exc
+        output = self.get_serializer(created if many else created[0], many=many)
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        self._check_permission(instance.resource, instance.operation)
+        try:
+            scheduled_change_cancel(change=instance, actor=self.request.user)
+        except NotCancellableError as exc:
+            raise Conflict(str(exc)) from exc
+
+    def _check_permission(self, resource, operation):
+        if not self.request.user.has_perm(required_permission(resource, operation)):
+            raise PermissionDenied(f"You may not {operation} {resource}.")

@@ -6,7 +6,7 @@ these serializers check types, lengths and that referenced ids exist.
 
 from rest_framework import serializers
 
-from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
 
 
 class SchoolSerializer(serializers.ModelSerializer):
@@ -47,3 +47,45 @@ class StudentSerializer(serializers.ModelSerializer):
         model = Student
         fields = ["id", "school_class", "first_name", "last_name", "student_number"]
         validators = []
+
+
+class ScheduledChangeSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    data = serializers.JSONField(
+        required=False, default=dict, help_text="The fields, as in the immediate request's body."
+    )
+
+    class Meta:
+        model = ScheduledChange
+        fields = [
+            "id",
+            "execute_at",
+            "resource",
+            "operation",
+            "target_id",
+            "data",
+            "status",
+            "due_at",
+            "attempts",
+            "error",
+            "result_object_id",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = [
+            "status",
+            "due_at",
+            "attempts",
+            "error",
+            "result_object_id",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def validate_data(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be an object of field values.")
+        return value

@@ -1,0 +1,364 @@
+"""Scheduled changes: validate at creation, wake a worker when due, run once, confirm or roll back.
+
+Creating a change validates it exactly as the equivalent immediate API request would
+(serializer, then the model's full validation), without writing the record. When it is
+due a worker claims a batch of due changes (``running``, under row locks that other
+workers skip), runs each through the services that make immediate changes, so the usual
+OperationLog entry is recorded and sequenced at execution time, and confirms it (``done``)
+in that same transaction. A transient error puts it back to ``scheduled`` with backoff; a
+change that is no longer valid (its class was deleted, say) is ``failed`` with the reason.
+
+Wake-ups are Celery ETA messages, at most one per WAKEUP_SLOT_SECONDS slot, sent for
+changes due within WAKEUP_HORIZON_SECONDS; a periodic sweep sends them for later
+changes as they come within reach, runs anything overdue and releases dead claims.
+"""
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import signature
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from schools.models import ScheduledChange, ScheduledStatus
+from schools.services import RESOURCES, RecordInUseError, delete_record, record_create, record_update
+from sync.dispatcher import PUBLISH_ERRORS
+from sync.models import Operation, Resource
+
+logger = logging.getLogger(__name__)
+
+WAKEUP_SLOT_SECONDS = 0.1  # changes due in the same slot share one wake-up message
+WAKEUP_HORIZON_SECONDS = 60  # ETA messages only for changes due this soon; the sweep does the rest
+CLAIM_BATCH_SIZE = 100  # changes claimed per transaction
+MAX_DRAIN_SECONDS = 10  # one run_due task hands over to a fresh one after this long
+CLAIM_LEASE_SECONDS = 120  # a claim older than this belongs to a dead worker
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
+MAX_ATTEMPTS = 10  # after this many transient failures a change is failed
+PAST_TOLERANCE_SECONDS = 60  # how far in the past execute_at may be (clock skew)
+
+TARGET_REQUIRED = "An update or delete needs the target_id of the record to change."
+TARGET_NOT_ALLOWED = "A create has no target_id."
+DELETE_TAKES_NO_DATA = "A delete takes no data."
+TARGET_MISSING = "There is no {resource} record with id {target_id}."
+EXECUTE_AT_IN_THE_PAST = "execute_at is in the past."
+NOT_CANCELLABLE = "Only a scheduled change can be cancelled; this one is {status}."
+
+MODELS = {resource: (model, serializer) for model, (resource, serializer) in RESOURCES.items()}
+PERMISSION_ACTIONS = {Operation.CREATE: "add", Operation.UPDATE: "change", Operation.DELETE: "delete"}
+
+
+class NotCancellableError(Exception):
+    """The change has started or finished; it can no longer be cancelled."""
+
+
+class _ClaimLost(Exception):
+    """Another worker took the change over after our claim expired."""
+
+
+def required_permission(resource: str, operation: str) -> str:
+    model, _ = MODELS[Resource(resource)]
+    return f"{model._meta.app_label}.{PERMISSION_ACTIONS[Operation(operation)]}_{model._meta.model_name}"
+
+
+# --- Validation, shared by creation and execution -------------------------------------
+
+
+@dataclass
+class PreparedChange:
+    model: type[models.Model]
+    instance: models.Model | None  # the record to update or delete
+    data: Mapping[str, Any]  # validated field values
+
+
+def prepare(resource: str, operation: str, target_id: int | None, data: Mapping[str, Any]) -> PreparedChange:
+    """Check a change the way the immediate API request does; raises ValidationError."""
+    model, serializer_class = MODELS[Resource(resource)]
+    if operation == Operation.CREATE:
+        if target_id is not None:
+            raise ValidationError({"target_id": TARGET_NOT_ALLOWED})
+        return PreparedChange(model, None, _validated(serializer_class(data=data)))
+    if target_id is None:
+        raise ValidationError({"target_id": TARGET_REQUIRED})
+    instance = model.objects.filter(pk=target_id).first()
+    if instance is None:
+        raise ValidationError({"target_id": TARGET_MISSING.format(resource=resource, target_id=target_id)})
+    if operation == Operation.DELETE:
+        if data:
+            raise ValidationError({"data": DELETE_TAKES_NO_DATA})
+        return PreparedChange(model, instance, {})
+    return PreparedChange(model, instance, _validated(serializer_class(instance, data=data, partial=True)))
+
+
+def _validated(serializer) -> dict[str, Any]:
+    if not serializer.is_valid():
+        raise ValidationError({"data": [_flatten(serializer.errors)]})
+    return serializer.validated_data
+
+
+def _flatten(errors: Mapping[str, Any]) -> str:
+    return "; ".join(f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items())
+
+
+def validate_as_immediate(prepared: PreparedChange) -> None:
+    """Run the model validation the service would run, without writing anything."""
+    if prepared.instance is None:
+        candidate = prepared.model(**prepared.data)
+    elif prepared.data:
+        candidate = prepared.model.objects.get(pk=prepared.instance.pk)
+        for field, value in prepared.data.items():
+            setattr(candidate, field, value)
+    else:
+        return
+    try:
+        candidate.full_clean()
+    except ValidationError as exc:
+        raise ValidationError({"data": exc.messages}) from exc
+
+
+# --- Creating and cancelling ------------------------------------------------------------
+
+
+class InvalidChangesError(Exception):
+    """Some changes of a batch are invalid; ``errors`` has one dict per change (empty if valid)."""
+
+    def __init__(self, errors: list[dict[str, list[str]]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def scheduled_change_create(
+    *,
+    execute_at: datetime,
+    resource: str,
+    operation: str,
+    target_id: int | None = None,
+    data: Mapping[str, Any] | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> ScheduledChange:
+    change = {"execute_at": execute_at, "resource": resource, "operation": operation, "target_id": target_id}
+    try:
+        [created] = scheduled_changes_create([{**change, "data": data or {}}], actor=actor)
+    except InvalidChangesError as exc:
+        raise ValidationError(exc.errors[0]) from exc
+    return created
+
+
+def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor=None) -> list[ScheduledChange]:
+    """Validate and store a batch of changes, all or none."""
+    now = timezone.now()
+    rows, errors = [], []
+    for change in changes:
+        data = dict(change.get("data") or {})
+        try:
+            if change["execute_at"] < now - timedelta(seconds=PAST_TOLERANCE_SECONDS):
+                raise ValidationError({"execute_at": EXECUTE_AT_IN_THE_PAST})
+            validate_as_immediate(prepare(change["resource"], change["operation"], change.get("target_id"), data))
+        except ValidationError as exc:
+            errors.append(exc.message_dict)
+            continue
+        errors.append({})
+        rows.append(
+            ScheduledChange(
+                execute_at=change["execute_at"],
+                due_at=change["execute_at"],
+                resource=change["resource"],
+                operation=change["operation"],
+                target_id=change.get("target_id"),
+                data=data,
+                created_by=actor,
+            )
+        )
+    if any(errors):
+        raise InvalidChangesError(errors)
+    with transaction.atomic():
+        created = ScheduledChange.objects.bulk_create(rows)
+        soon = [row.due_at for row in created if row.due_at <= now + timedelta(seconds=WAKEUP_HORIZON_SECONDS)]
+        if soon:
+            transaction.on_commit(lambda: _wake_at(soon), robust=True)
+    return created
+
+
+def _messages(exc: ValidationError) -> list[str]:
+    if hasattr(exc, "error_dict"):
+        return [f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()]
+    return exc.messages
+
+
+def scheduled_change_cancel(*, change: ScheduledChange, actor: AbstractBaseUser | None = None) -> ScheduledChange:
+    """Cancel a change that has not started. Cancel and claim are one row update each: one wins."""
+    cancelled = ScheduledChange.objects.filter(pk=change.pk, status=ScheduledStatus.SCHEDULED).update(
+        status=ScheduledStatus.CANCELLED, finished_at=timezone.now(), updated_at=timezone.now()
+    )
+    change.refresh_from_db()
+    if not cancelled:
+        raise NotCancellableError(NOT_CANCELLABLE.format(status=change.get_status_display().lower()))
+    logger.info("scheduled change %s cancelled by %s", change.pk, getattr(actor, "username", "-"))
+    return change
+
+
+# --- Waking up ----------------------------------------------------------------------
+
+
+def _slot(moment: datetime) -> datetime:
+    """The end of the wake-up slot a moment falls in."""
+    seconds = moment.timestamp()
+    end = (int(seconds / WAKEUP_SLOT_SECONDS) + 1) * WAKEUP_SLOT_SECONDS
+    return datetime.fromtimestamp(end, tz=moment.tzinfo)
+
+
+def _wake_at(moments: Iterable[datetime]) -> None:
+    """Send one run_due message per slot, at the slot's end; duplicates are harmless."""
+    for slot in sorted({_slot(moment) for moment in moments}):
+        key = f"schools:wakeup:{slot.timestamp():.1f}"
+        try:
+            if not cache.add(key, 1, timeout=WAKEUP_HORIZON_SECONDS * 3):
+                continue  # another writer already sent this slot's wake-up
+        except Exception:
+            logger.warning("wake-up cache unavailable; sending anyway", exc_info=True)
+        try:
+            signature("schools.run_due_changes").apply_async(eta=slot, retry=False)
+        except PUBLISH_ERRORS:
+            logger.warning("could not publish a wake-up for %s; the sweep will run it", slot, exc_info=True)
+
+
+def sweep_scheduled_changes() -> dict[str, int]:
+    """Release dead claims, run what is overdue, and send wake-ups for changes coming due."""
+    now = timezone.now()
+    released = ScheduledChange.objects.filter(
+        status=ScheduledStatus.RUNNING, claimed_at__lt=now - timedelta(seconds=CLAIM_LEASE_SECONDS)
+    ).update(status=ScheduledStatus.SCHEDULED, claim_token="", updated_at=now)
+    upcoming = list(
+        ScheduledChange.objects.filter(
+            status=ScheduledStatus.SCHEDULED, due_at__lte=now + timedelta(seconds=WAKEUP_HORIZON_SECONDS)
+        )
+        .values_list("due_at", flat=True)
+        .distinct()
+    )
+    _wake_at(max(moment, now) for moment in upcoming)
+    return {"released": released, "upcoming": len(upcoming)}
+
+
+# --- Running -----------------------------------------------------------------------------
+
+
+def run_due_changes() -> int:
+    """Claim and run due changes until none is left (or hand over to a fresh task)."""
+    started = time.monotonic()
+    ran = 0
+    while claimed := _claim_due(timezone.now()):
+        for change in claimed:
+            execute(change)
+        ran += len(claimed)
+        if time.monotonic() - started > MAX_DRAIN_SECONDS:
+            signature("schools.run_due_changes").apply_async()
+            break
+    return ran
+
+
+@transaction.atomic
+def _claim_due(now: datetime) -> list[ScheduledChange]:
+    ids = list(
+        ScheduledChange.objects.select_for_update(skip_locked=True)
+        .filter(status=ScheduledStatus.SCHEDULED, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:CLAIM_BATCH_SIZE]
+    )
+    if not ids:
+        return []
+    token = uuid.uuid4().hex
+    ScheduledChange.objects.filter(pk__in=ids, status=ScheduledStatus.SCHEDULED).update(
+        status=ScheduledStatus.RUNNING,
+        claim_token=token,
+        claimed_at=now,
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    return list(ScheduledChange.objects.filter(claim_token=token).select_related("created_by").order_by("due_at"))
+
+
+def execute(change: ScheduledChange) -> None:
+    """Apply a claimed change through the services and confirm it in the same transaction."""
+    try:
+        with transaction.atomic():
+            object_id = _apply(change)
+            confirmed = _mine(change).update(
+                status=ScheduledStatus.DONE,
+                result_object_id=object_id,
+                started_at=F("claimed_at"),
+                finished_at=timezone.now(),
+                error="",
+                updated_at=timezone.now(),
+            )
+            if not confirmed:
+                raise _ClaimLost
+    except _ClaimLost:
+        logger.warning("scheduled change %s was taken over by another worker; not applied here", change.pk)
+    except (ValidationError, RecordInUseError, IntegrityError) as exc:
+        _fail(change, _reason(exc))
+    except DatabaseError as exc:
+        _retry_later(change, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug must not retry forever, nor stop the other changes
+        logger.exception("scheduled change %s raised", change.pk)
+        _retry_later(change, f"{type(exc).__name__}: {exc}")
+    else:
+        logger.info(
+            "scheduled change %s done: %s %s/%s, %.3f s after execute_at",
+            change.pk,
+            change.operation,
+            change.resource,
+            object_id,
+            (timezone.now() - change.execute_at).total_seconds(),
+        )
+
+
+def _apply(change: ScheduledChange) -> int:
+    prepared = prepare(change.resource, change.operation, change.target_id, change.data)
+    actor = change.created_by
+    if change.operation == Operation.CREATE:
+        return record_create(model=prepared.model, data=prepared.data, actor=actor).pk
+    if change.operation == Operation.UPDATE:
+        return record_update(instance=prepared.instance, data=prepared.data, actor=actor).pk
+    object_id = prepared.instance.pk
+    delete_record(instance=prepared.instance, actor=actor)
+    return object_id
+
+
+def _mine(change: ScheduledChange):
+    return ScheduledChange.objects.filter(pk=change.pk, status=ScheduledStatus.RUNNING, claim_token=change.claim_token)
+
+
+def _fail(change: ScheduledChange, reason: str) -> None:
+    _mine(change).update(
+        status=ScheduledStatus.FAILED, error=reason, finished_at=timezone.now(), updated_at=timezone.now()
+    )
+    logger.warning("scheduled change %s failed: %s", change.pk, reason)
+
+
+def _retry_later(change: ScheduledChange, reason: str) -> None:
+    if change.attempts >= MAX_ATTEMPTS:
+        _fail(change, f"gave up after {change.attempts} attempts: {reason}")
+        return
+    ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (change.attempts - 1))
+    due_at = timezone.now() + timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter
+    _mine(change).update(
+        status=ScheduledStatus.SCHEDULED, due_at=due_at, claim_token="", error=reason, updated_at=timezone.now()
+    )
+    logger.warning("scheduled change %s will be retried at %s: %s", change.pk, due_at.isoformat(), reason)
+    _wake_at([due_at])
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return " ".join(_messages(exc))
+    return str(exc)
