@@ -1,0 +1,123 @@
+"""Scheduled changes with real default workers: on time, once with two workers, and after a crash."""
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from schools import scheduling
+from schools.models import ScheduledChange, ScheduledStatus
+from sync.models import OperationLog
+from tests.factories import SchoolFactory
+from tests.simulated import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+ON_TIME_SECONDS = 1.0
+
+
+@pytest.fixture
+def start_default_worker(processes):
+    def start(name: str = "default-1"):
+        command = ["-m", "celery", "-A", "config", "worker", "-Q", "default", "--concurrency", "1"]
+        command += ["-n", f"{name}@%h", "-l", "INFO", "--without-mingle", "--without-gossip"]
+        return processes(command, name, "ready.")
+
+    return start
+
+
+def schedule_address_changes(schools, per_school: int, execute_at):
+    """Each change gives a school a distinct address, so its log entries can be counted."""
+    return scheduling.scheduled_changes_create(
+        [
+            {
+                "execute_at": execute_at,
+                "resource": "schools",
+                "operation": "update",
+                "target_id": school.pk,
+                "data": {"address": f"{school.pk}-{number}"},
+            }
+            for school in schools
+            for number in range(per_school)
+        ]
+    )
+
+
+def applied_counts(changes) -> Counter:
+    addresses = {change.data["address"] for change in changes}
+    return Counter(
+        address
+        for address in OperationLog.objects.filter(operation="update", resource="schools").values_list(
+            "payload__address", flat=True
+        )
+        if address in addresses
+    )
+
+
+def all_done(count: int) -> bool:
+    return ScheduledChange.objects.filter(status=ScheduledStatus.DONE).count() == count
+
+
+def test_changes_run_within_a_second_of_their_time(start_default_worker):
+    start_default_worker()
+    schools = [SchoolFactory() for _ in range(5)]
+    start = timezone.now()
+    changes = [
+        scheduling.scheduled_change_create(
+            execute_at=start + timedelta(seconds=2 + index * 0.7),
+            resource="schools",
+            operation="update",
+            target_id=school.pk,
+            data={"address": f"on time {index}"},
+        )
+        for index, school in enumerate(schools)
+    ]
+
+    wait_until(lambda: all_done(len(changes)), timeout=30, message="the changes to run")
+
+    for change in ScheduledChange.objects.all():
+        assert change.finished_at >= change.execute_at  # never early
+        assert (change.finished_at - change.execute_at).total_seconds() < ON_TIME_SECONDS
+    assert sum(applied_counts(changes).values()) == len(changes)
+
+
+def test_two_workers_run_each_change_exactly_once(start_default_worker):
+    start_default_worker("default-a")
+    start_default_worker("default-b")
+    schools = [SchoolFactory() for _ in range(50)]
+    changes = schedule_address_changes(schools, per_school=6, execute_at=timezone.now() + timedelta(seconds=2))
+
+    wait_until(lambda: all_done(len(changes)), timeout=60, message="every change to run")
+
+    counts = applied_counts(changes)
+    assert len(counts) == len(changes)
+    assert set(counts.values()) == {1}
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(start_default_worker, monkeypatch):
+    schools = [SchoolFactory() for _ in range(100)]
+    changes = schedule_address_changes(schools, per_school=15, execute_at=timezone.now() + timedelta(seconds=1))
+    worker = start_default_worker("default-crashing")
+    wait_until(
+        lambda: ScheduledChange.objects.filter(status=ScheduledStatus.DONE).exists(),
+        timeout=30,
+        message="the first changes to run",
+    )
+    worker.kill()
+    done_at_crash = ScheduledChange.objects.filter(status=ScheduledStatus.DONE).count()
+    assert done_at_crash < len(changes), "the worker finished before the crash; nothing was tested"
+    assert ScheduledChange.objects.filter(status=ScheduledStatus.RUNNING).exists()  # its claimed batch
+
+    monkeypatch.setattr(scheduling, "CLAIM_LEASE_SECONDS", 1)  # for the sweep run here, as beat would
+    start_default_worker("default-restarted")
+    wait_until(
+        lambda: all_done(len(changes)),
+        timeout=120,
+        message="every change to run after the crash",
+        every=scheduling.sweep_scheduled_changes,
+    )
+
+    counts = applied_counts(changes)
+    assert len(counts) == len(changes)
+    assert set(counts.values()) == {1}
