@@ -3,6 +3,7 @@
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
@@ -13,10 +14,13 @@ from schools.scheduling import (
     NotCancellableError,
     required_permission,
     scheduled_change_cancel,
+    scheduled_changes_cancel,
     scheduled_changes_create,
 )
 from schools.serializers import (
     GradeSerializer,
+    ScheduledChangeCancelResultSerializer,
+    ScheduledChangeCancelSerializer,
     ScheduledChangeSerializer,
     SchoolClassSerializer,
     SchoolSerializer,
@@ -24,6 +28,7 @@ from schools.serializers import (
     TeacherSerializer,
 )
 from schools.services import RecordInUseError, delete_record, record_create, record_update
+from sync.models import Operation, Resource
 
 
 @extend_schema_view(
@@ -172,6 +177,23 @@ class ScheduledChangeViewSet(
             raise ValidationError(exc.errors if many else exc.errors[0]) from exc
         output = self.get_serializer(created if many else created[0], many=many)
         return Response(output.data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ScheduledChangeCancelSerializer,
+        responses=ScheduledChangeCancelResultSerializer,
+        description="Cancel up to 1,000 changes at once: those of kinds you may make and that have not started.",
+    )
+    @action(detail=False, methods=["post"])
+    def cancel(self, request):
+        serializer = ScheduledChangeCancelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        allowed = [
+            (resource, operation)
+            for resource in Resource.values
+            for operation in Operation.values
+            if request.user.has_perm(required_permission(resource, operation))
+        ]
+        return Response(scheduled_changes_cancel(ids=serializer.validated_data["ids"], allowed=allowed))
 
     def perform_destroy(self, instance):
         self._check_permission(instance.resource, instance.operation)

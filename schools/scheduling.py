@@ -13,7 +13,9 @@ changes due within WAKEUP_HORIZON_SECONDS; a periodic sweep sends them for later
 changes as they come within reach, runs anything overdue and releases dead claims.
 """
 
+import functools
 import logging
+import operator
 import random
 import time
 import uuid
@@ -81,8 +83,16 @@ class PreparedChange:
     data: Mapping[str, Any]  # validated field values
 
 
-def prepare(resource: str, operation: str, target_id: int | None, data: Mapping[str, Any]) -> PreparedChange:
-    """Check a change the way the immediate API request does; raises ValidationError."""
+_UNFETCHED = object()
+
+
+def prepare(
+    resource: str, operation: str, target_id: int | None, data: Mapping[str, Any], target: Any = _UNFETCHED
+) -> PreparedChange:
+    """Check a change the way the immediate API request does; raises ValidationError.
+
+    ``target`` is the record to change when the caller fetched it already (None: not found).
+    """
     model, serializer_class = MODELS[Resource(resource)]
     if operation == Operation.CREATE:
         if target_id is not None:
@@ -90,7 +100,7 @@ def prepare(resource: str, operation: str, target_id: int | None, data: Mapping[
         return PreparedChange(model, None, _validated(serializer_class(data=data)))
     if target_id is None:
         raise ValidationError({"target_id": TARGET_REQUIRED})
-    instance = model.objects.filter(pk=target_id).first()
+    instance = model.objects.filter(pk=target_id).first() if target is _UNFETCHED else target
     if instance is None:
         raise ValidationError({"target_id": TARGET_MISSING.format(resource=resource, target_id=target_id)})
     if operation == Operation.DELETE:
@@ -115,7 +125,7 @@ def validate_as_immediate(prepared: PreparedChange) -> None:
     if prepared.instance is None:
         candidate = prepared.model(**prepared.data)
     elif prepared.data:
-        candidate = prepared.model.objects.get(pk=prepared.instance.pk)
+        candidate = _detached_copy(prepared.instance)
         for field, value in prepared.data.items():
             setattr(candidate, field, value)
     else:
@@ -124,6 +134,25 @@ def validate_as_immediate(prepared: PreparedChange) -> None:
         candidate.full_clean()
     except ValidationError as exc:
         raise ValidationError({"data": exc.messages}) from exc
+
+
+def _detached_copy(instance: models.Model) -> models.Model:
+    """The same stored record as a separate object, so validating a change leaves the original alone."""
+    values = [getattr(instance, field.attname) for field in instance._meta.concrete_fields]
+    return type(instance).from_db(instance._state.db, None, values)
+
+
+def _targets(changes: list[Mapping[str, Any]]) -> dict[tuple[str, int], models.Model]:
+    """The records a batch updates or deletes, one query per resource."""
+    wanted: dict[str, set[int]] = {}
+    for change in changes:
+        if change.get("target_id") is not None and change.get("resource") in MODELS:
+            wanted.setdefault(change["resource"], set()).add(change["target_id"])
+    found = {}
+    for resource, ids in wanted.items():
+        model, _ = MODELS[Resource(resource)]
+        found.update({(resource, pk): record for pk, record in model.objects.in_bulk(ids).items()})
+    return found
 
 
 # --- Creating and cancelling ------------------------------------------------------------
@@ -157,13 +186,17 @@ def scheduled_change_create(
 def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor=None) -> list[ScheduledChange]:
     """Validate and store a batch of changes, all or none."""
     now = timezone.now()
+    changes = list(changes)
+    targets = _targets(changes)
     rows, errors = [], []
     for change in changes:
         data = dict(change.get("data") or {})
+        target_id = change.get("target_id")
         try:
             if change["execute_at"] < now - timedelta(seconds=PAST_TOLERANCE_SECONDS):
                 raise ValidationError({"execute_at": EXECUTE_AT_IN_THE_PAST})
-            validate_as_immediate(prepare(change["resource"], change["operation"], change.get("target_id"), data))
+            target = targets.get((change["resource"], target_id))
+            validate_as_immediate(prepare(change["resource"], change["operation"], target_id, data, target))
         except ValidationError as exc:
             errors.append(exc.message_dict)
             continue
@@ -205,6 +238,33 @@ def scheduled_change_cancel(*, change: ScheduledChange, actor: AbstractBaseUser 
         raise NotCancellableError(NOT_CANCELLABLE.format(status=change.get_status_display().lower()))
     logger.info("scheduled change %s cancelled by %s", change.pk, getattr(actor, "username", "-"))
     return change
+
+
+def scheduled_changes_cancel(*, ids: Iterable[uuid.UUID], allowed: Iterable[tuple[str, str]]) -> dict[str, list]:
+    """Cancel many changes at once; only those of an allowed (resource, operation) kind.
+
+    Returns the ids cancelled, those that had already started or finished, and those not found
+    or not allowed.
+    """
+    ids = set(ids)
+    kinds = [models.Q(resource=resource, operation=operation) for resource, operation in allowed]
+    if not kinds:
+        return {"cancelled": [], "not_cancellable": [], "not_found": sorted(map(str, ids))}
+    permitted = ScheduledChange.objects.filter(pk__in=ids).filter(functools.reduce(operator.or_, kinds))
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = set(
+            permitted.filter(status=ScheduledStatus.SCHEDULED).select_for_update().values_list("pk", flat=True)
+        )
+        ScheduledChange.objects.filter(pk__in=cancelled).update(
+            status=ScheduledStatus.CANCELLED, finished_at=now, updated_at=now
+        )
+        started = set(permitted.exclude(pk__in=cancelled).values_list("pk", flat=True))
+    return {
+        "cancelled": sorted(map(str, cancelled)),
+        "not_cancellable": sorted(map(str, started)),
+        "not_found": sorted(map(str, ids - cancelled - started)),
+    }
 
 
 # --- Waking up ----------------------------------------------------------------------

@@ -89,3 +89,13 @@ class ScheduledChangeSerializer(serializers.ModelSerializer):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be an object of field values.")
         return value
+
+
+class ScheduledChangeCancelSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.UUIDField(), min_length=1, max_length=1000)
+
+
+class ScheduledChangeCancelResultSerializer(serializers.Serializer):
+    cancelled = serializers.ListField(child=serializers.UUIDField())
+    not_cancellable = serializers.ListField(child=serializers.UUIDField(), help_text="Already started or finished.")
+    not_found = serializers.ListField(child=serializers.UUIDField(), help_text="Unknown, or not yours to cancel.")

@@ -416,3 +416,41 @@ def test_admin_cancel_action(client, superuser):
     assert client.get("/admin/schools/scheduledchange/").status_code == 200
     client.post("/admin/schools/scheduledchange/", {"action": "cancel_changes", "_selected_action": [change.pk]})
     assert ScheduledChange.objects.get().status == ScheduledStatus.CANCELLED
+
+
+def test_batch_cancel(editor_client):
+    pending, started, other_kind = (
+        scheduling.scheduled_change_create(
+            execute_at=in_seconds(60), resource="schools", operation="create", data={"name": name}
+        )
+        for name in ("Pending", "Started", "Other")
+    )
+    ScheduledChange.objects.filter(pk=started.pk).update(status=ScheduledStatus.RUNNING)
+    may_only_add_schools = api_client_for(UserFactory(permissions=["schools.add_school"]))
+    ScheduledChange.objects.filter(pk=other_kind.pk).update(resource="students", operation="update", target_id=1)
+    missing = "00000000-0000-0000-0000-000000000000"
+
+    response = may_only_add_schools.post(
+        f"{URL}cancel/", {"ids": [str(pending.pk), str(started.pk), str(other_kind.pk), missing]}
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "cancelled": [str(pending.pk)],
+        "not_cancellable": [str(started.pk)],
+        "not_found": sorted([str(other_kind.pk), missing]),
+    }
+    statuses = dict(ScheduledChange.objects.values_list("pk", "status"))
+    assert statuses == {
+        pending.pk: ScheduledStatus.CANCELLED,
+        started.pk: ScheduledStatus.RUNNING,
+        other_kind.pk: ScheduledStatus.SCHEDULED,
+    }
+    assert editor_client.post(f"{URL}cancel/", {"ids": []}).status_code == 400
+
+
+def test_the_sweep_runs_every_five_seconds_from_beat():
+    from django_celery_beat.models import PeriodicTask
+
+    job = PeriodicTask.objects.get(task="schools.sweep_scheduled_changes")
+    assert (job.interval.every, job.interval.period, job.expire_seconds, job.enabled) == (5, "seconds", 5, True)
