@@ -17,6 +17,7 @@ import functools
 import logging
 import operator
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
+from rest_framework import serializers as drf_serializers
 
 from schools.models import ScheduledChange, ScheduledStatus
 from schools.services import RESOURCES, RecordInUseError, delete_record, record_create, record_update
@@ -97,7 +99,7 @@ def prepare(
     if operation == Operation.CREATE:
         if target_id is not None:
             raise ValidationError({"target_id": TARGET_NOT_ALLOWED})
-        return PreparedChange(model, None, _validated(serializer_class(data=data)))
+        return PreparedChange(model, None, _validated(serializer_class, data))
     if target_id is None:
         raise ValidationError({"target_id": TARGET_REQUIRED})
     instance = model.objects.filter(pk=target_id).first() if target is _UNFETCHED else target
@@ -107,13 +109,28 @@ def prepare(
         if data:
             raise ValidationError({"data": DELETE_TAKES_NO_DATA})
         return PreparedChange(model, instance, {})
-    return PreparedChange(model, instance, _validated(serializer_class(instance, data=data, partial=True)))
+    return PreparedChange(model, instance, _validated(serializer_class, data, instance, partial=True))
 
 
-def _validated(serializer) -> dict[str, Any]:
-    if not serializer.is_valid():
-        raise ValidationError({"data": [_flatten(serializer.errors)]})
-    return serializer.validated_data
+def _validated(serializer_class, data: Mapping[str, Any], instance=None, partial: bool = False) -> dict[str, Any]:
+    serializer = _serializer(serializer_class, partial)
+    serializer.instance = instance
+    try:
+        return serializer.run_validation(data)
+    except drf_serializers.ValidationError as exc:
+        raise ValidationError({"data": [_flatten(exc.detail)]}) from exc
+
+
+_per_thread = threading.local()
+
+
+def _serializer(serializer_class, partial: bool):
+    """One validating serializer per kind and thread: building a ModelSerializer's fields is costly."""
+    serializers = _per_thread.__dict__.setdefault("serializers", {})
+    key = (serializer_class, partial)
+    if key not in serializers:
+        serializers[key] = serializer_class(partial=partial)
+    return serializers[key]
 
 
 def _flatten(errors: Mapping[str, Any]) -> str:
@@ -130,10 +147,28 @@ def validate_as_immediate(prepared: PreparedChange) -> None:
             setattr(candidate, field, value)
     else:
         return
+    untouched = _untouched_unique_fields(prepared.model, prepared.data) if prepared.instance is not None else set()
     try:
-        candidate.full_clean()
+        candidate.full_clean(exclude=untouched)
     except ValidationError as exc:
         raise ValidationError({"data": exc.messages}) from exc
+
+
+def _untouched_unique_fields(model: type[models.Model], changed: Mapping[str, Any]) -> set[str]:
+    """Single-field unique fields an update leaves alone: they cannot start clashing, so
+    their uniqueness queries are skipped (as a ModelForm skips fields it does not edit).
+    Fields in multi-field constraints are always checked."""
+    in_composites = {
+        name
+        for constraint in model._meta.constraints
+        if isinstance(constraint, models.UniqueConstraint)
+        for name in (constraint.fields if len(constraint.fields) > 1 or constraint.expressions else ())
+    }
+    return {
+        field.name
+        for field in model._meta.concrete_fields
+        if field.unique and not field.primary_key and field.name not in changed and field.name not in in_composites
+    }
 
 
 def _detached_copy(instance: models.Model) -> models.Model:
