@@ -17,11 +17,12 @@ TEST_BROKER_URL = $(or $(CELERY_BROKER_URL),$(if $(call port_open,5672),$(LOCAL_
 TEST_REDIS_URL = $(if $(CELERY_BROKER_URL),,$(if $(call port_open,6379),$(LOCAL_REDIS_URL)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format requirements screenshots clean
+.PHONY: help install run test bench lint format requirements screenshots clean
 
 help:
 	@echo "make run           install, migrate, load demo data, start web, workers, beat and the simulator"
 	@echo "make test          install and run the whole test suite"
+	@echo "make bench         benchmarks on PostgreSQL and RabbitMQ (docs/bench/); BENCH=push|write|scheduled for one"
 	@echo "make lint          ruff lint and format check"
 	@echo "make format        apply ruff fixes and formatting"
 	@echo "make screenshots   refresh docs/screenshots from the browser test"
@@ -50,6 +51,10 @@ test: install
 ifneq ($(TEST_REDIS_URL),)
 	DATABASE_URL="$(TEST_DATABASE_URL)" CELERY_BROKER_URL="$(TEST_REDIS_URL)" $(BIN)/pytest -m integration $(PYTEST_ARGS)
 endif
+
+# Benchmarks need the local PostgreSQL, RabbitMQ and Redis; they use a database of their own.
+bench: install
+	$(BIN)/python tests/benchmarks/run_all.py $(BENCH)
 
 lint: install
 	$(BIN)/ruff check .

@@ -123,6 +123,7 @@ class ExternalSimulator:
                 self.in_flight -= 1
 
     def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        received_at = time.time()
         if self.token and headers.get("authorization") != f"Bearer {self.token}":
             return Reply(HTTPStatus.UNAUTHORIZED, {"detail": "missing or wrong bearer token"})
         route = self._route(method, path)
@@ -162,7 +163,7 @@ class ExternalSimulator:
             time.sleep(LATENCY_SECONDS[resource] * self.latency_scale)
             if fault == TIMEOUT:
                 time.sleep(self.timeout_seconds)
-            reply = self._apply(method, resource, object_id, data, key, int(sequence))
+            reply = self._apply(method, resource, object_id, data, key, int(sequence), received_at)
         except BaseException:
             with self._lock:
                 self._keys.pop(key, None)
@@ -201,12 +202,21 @@ class ExternalSimulator:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
         return Reply(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": "unavailable (fault injection)"}, headers)
 
-    def _apply(self, method: str, resource: str, object_id: int, data: Any, key: str, sequence: int) -> Reply:
+    def _apply(
+        self, method: str, resource: str, object_id: int, data: Any, key: str, sequence: int, received_at: float
+    ) -> Reply:
         with self._lock:
             if self.applied and sequence <= self.applied[-1]["sequence"]:
                 self.out_of_order += 1
             self.applied.append(
-                {"sequence": sequence, "key": key, "method": method, "resource": resource, "id": object_id}
+                {
+                    "sequence": sequence,
+                    "key": key,
+                    "method": method,
+                    "resource": resource,
+                    "id": object_id,
+                    "received_at": received_at,
+                }
             )
             if method == "DELETE":
                 self.records[resource].pop(object_id, None)

@@ -454,3 +454,56 @@ def test_the_sweep_runs_every_five_seconds_from_beat():
 
     job = PeriodicTask.objects.get(task="schools.sweep_scheduled_changes")
     assert (job.interval.every, job.interval.period, job.expire_seconds, job.enabled) == (5, "seconds", 5, True)
+
+
+def test_in_a_chunk_an_invalid_change_fails_alone():
+    schools = [SchoolFactory() for _ in range(3)]
+    changes = [
+        scheduling.scheduled_change_create(
+            execute_at=in_seconds(60),
+            resource="schools",
+            operation="update",
+            target_id=school.pk,
+            data={"address": f"Chunk {index}"},
+        )
+        for index, school in enumerate(schools)
+    ]
+    taken = SchoolFactory(name="Taken name")
+    ScheduledChange.objects.filter(pk=changes[1].pk).update(data={"name": taken.name})
+    make_due(*changes)
+
+    assert scheduling.run_due_changes() == 3
+
+    statuses = [ScheduledChange.objects.get(pk=change.pk).status for change in changes]
+    assert statuses == [ScheduledStatus.DONE, ScheduledStatus.FAILED, ScheduledStatus.DONE]
+    assert "already exists" in ScheduledChange.objects.get(pk=changes[1].pk).error
+    assert OperationLog.objects.filter(payload__address__startswith="Chunk").count() == 2
+
+
+def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, wakeups):
+    schools = [SchoolFactory() for _ in range(3)]
+    changes = [
+        scheduling.scheduled_change_create(
+            execute_at=in_seconds(60),
+            resource="schools",
+            operation="update",
+            target_id=school.pk,
+            data={"address": f"Retry {index}"},
+        )
+        for index, school in enumerate(schools)
+    ]
+    make_due(*changes)
+    original = scheduling.record_update
+    calls = []
+
+    def fail_on_the_second(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise OperationalError("deadlock detected")
+        return original(**kwargs)
+
+    monkeypatch.setattr(scheduling, "record_update", fail_on_the_second)
+    scheduling.run_due_changes()
+
+    assert {ScheduledChange.objects.get(pk=c.pk).status for c in changes} == {ScheduledStatus.SCHEDULED}
+    assert not OperationLog.objects.filter(payload__address__startswith="Retry").exists()  # the first rolled back too

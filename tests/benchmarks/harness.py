@@ -41,6 +41,9 @@ def setup_django() -> None:
     import django
 
     django.setup()
+    from config.celery import app
+
+    app.control.purge()  # messages left by earlier runs would skew this one
 
 
 def fresh_database() -> None:

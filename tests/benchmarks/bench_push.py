@@ -1,0 +1,222 @@
+"""The push pipeline, on PostgreSQL and RabbitMQ, against a zero-latency (or 50 ms) external API.
+
+- ordered pushes/s for backlogs of 100, 1,000 and 10,000 entries, side by side with a plain
+  Celery chain of no-op tasks (tests/benchmarks/celery_baseline.py), as a ratio;
+- idle lag: commit to the external API receiving the entry, with the lane idle;
+- efficiency under latency: 200 entries at 50 ms per call, total time / (200 x 50 ms);
+- memory: the sync worker's RSS before and after 10,000 pushes.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks import harness
+
+BACKLOGS = (100, 1_000, 10_000)
+IDLE_SAMPLES = 50
+LATENCY_ENTRIES = 200
+LATENCY_SECONDS = 0.05
+SCHOOLS_LATENCY = 5.0  # the simulator's per-call latency for schools at scale 1
+
+
+def main() -> dict:
+    harness.fresh_database()
+    harness.setup_django()
+    import redis
+
+    from tests.benchmarks import celery_baseline
+    from tests.simulated import running_simulator
+
+    results: dict = {"pipeline": [], "chain_length": celery_baseline.CHAIN_LENGTH}
+    store = redis.Redis.from_url(celery_baseline.REDIS_URL)
+    celery_baseline.app.control.purge()
+    with running_simulator() as (simulator, url):
+        sync_worker = harness.celery_worker("sync", "sync", SYNC_API_URL=url)
+        baseline_worker = (
+            "baseline",
+            [
+                "-m",
+                "celery",
+                "-A",
+                "tests.benchmarks.celery_baseline",
+                "worker",
+                "-Q",
+                "baseline",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "-n",
+                "baseline@%h",
+                "-l",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            "ready.",
+            {},
+        )
+        with harness.processes(sync_worker, baseline_worker) as (sync_process, _):
+            _pushes(10)  # warm up connections and imports
+            rss_before = _rss(sync_process.pid)
+            for backlog in BACKLOGS:
+                ours = _pushes(backlog)
+                floor = _baseline(store, backlog)
+                results["pipeline"].append(
+                    {
+                        "backlog": backlog,
+                        "pushes_per_second": ours,
+                        "noop_chain_per_second": floor,
+                        "ratio": ours / floor,
+                    }
+                )
+            rss_after = _rss(sync_process.pid)
+            results["memory"] = {
+                "rss_before_mib": rss_before / 2**20,
+                "rss_after_mib": rss_after / 2**20,
+                "pushes_between": sum(BACKLOGS),
+                "growth": rss_after / rss_before - 1,
+            }
+            results["idle_lag_ms"] = _idle_lag(simulator)
+            simulator.configure(latency_scale=LATENCY_SECONDS / SCHOOLS_LATENCY)
+            elapsed = _elapsed_for(LATENCY_ENTRIES)
+            results["efficiency"] = {
+                "entries": LATENCY_ENTRIES,
+                "latency_ms": LATENCY_SECONDS * 1000,
+                "seconds": elapsed,
+                "ratio": elapsed / (LATENCY_ENTRIES * LATENCY_SECONDS),
+            }
+        assert simulator.out_of_order == 0
+        assert simulator.max_in_flight == 1
+    return results
+
+
+def _backlog(count: int) -> None:
+    """Pending entries written directly (their kicks would start the lane early)."""
+    from django.db import transaction
+
+    from sync.models import DEFAULT_LANE, OperationLog, SyncLane
+
+    with transaction.atomic():
+        lane = SyncLane.objects.select_for_update().get(pk=DEFAULT_LANE)
+        first = lane.next_sequence
+        OperationLog.objects.bulk_create(
+            (
+                OperationLog(
+                    lane=lane,
+                    sequence=first + offset,
+                    operation="create",
+                    resource="schools",
+                    object_id=first + offset,
+                    payload={"id": first + offset, "name": f"Bench {first + offset}", "address": ""},
+                )
+                for offset in range(count)
+            ),
+            batch_size=2000,
+        )
+        lane.next_sequence = first + count
+        lane.save(update_fields=["next_sequence"])
+
+
+def _elapsed_for(count: int) -> float:
+    """Seconds from the kick to the last of `count` new entries being pushed."""
+    from django.db.models import Max
+
+    from sync.dispatcher import kick
+    from sync.models import DEFAULT_LANE, OperationLog, Status
+
+    _backlog(count)
+    started = time.time()
+    kick(DEFAULT_LANE)
+    harness.wait_until(lambda: not OperationLog.objects.filter(status=Status.PENDING).exists(), 3600, every=0.05)
+    harness.wait_until(lambda: not OperationLog.objects.filter(status=Status.IN_PROGRESS).exists(), 60, every=0.05)
+    last = OperationLog.objects.aggregate(last=Max("pushed_at"))["last"].timestamp()
+    return last - started
+
+
+def _pushes(count: int) -> float:
+    return count / _elapsed_for(count)
+
+
+def _baseline(store, count: int) -> float:
+    from tests.benchmarks import celery_baseline
+
+    store.delete(celery_baseline.DONE_KEY)
+    started = time.time()
+    celery_baseline.next_chain.apply_async((count,))
+    harness.wait_until(lambda: store.get(celery_baseline.DONE_KEY) is not None, 3600, every=0.05)
+    return count / (float(store.get(celery_baseline.DONE_KEY)) - started)
+
+
+def _idle_lag(simulator) -> dict:
+    """Commit to receipt by the external API, one write at a time on an idle lane."""
+    from django.db import transaction
+
+    from schools.services import school_create
+
+    lags = []
+    for number in range(IDLE_SAMPLES):
+        before = len(simulator.applied)
+        committed: list[float] = []
+        with transaction.atomic():
+            transaction.on_commit(lambda stamps=committed: stamps.append(time.time()))  # runs before the kick
+            school_create(name=f"Idle lag {number}")
+        harness.wait_until(lambda count=before: len(simulator.applied) > count, 30, every=0.001)
+        lags.append((simulator.applied[before]["received_at"] - committed[0]) * 1000)
+        time.sleep(0.2)  # let the chain's tail finish: the lane is idle before the next write
+    return harness.summary(lags)
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of the worker and its pool processes, in bytes."""
+    total = 0
+    for proc in [pid, *_children(pid)]:
+        status = Path(f"/proc/{proc}/status").read_text()
+        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(path.parent.name))
+    return children
+
+
+def report(results: dict) -> str:
+    lines = [
+        f"| backlog | pushes/s | no-op chain/s (links of {results['chain_length']}) | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in results["pipeline"]:
+        lines.append(
+            f"| {row['backlog']:,} | {row['pushes_per_second']:,.0f} | {row['noop_chain_per_second']:,.0f} | "
+            f"{row['ratio']:.2f} |"
+        )
+    lag, efficiency, memory = results["idle_lag_ms"], results["efficiency"], results["memory"]
+    lines += [
+        "",
+        f"- idle lag, commit to external receipt: p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms",
+        f"- efficiency at {efficiency['latency_ms']:.0f} ms per call: {efficiency['entries']} entries in "
+        f"{efficiency['seconds']:.2f} s = {efficiency['ratio']:.3f} x the sum of the calls",
+        f"- sync worker RSS: {memory['rss_before_mib']:.1f} MiB before, {memory['rss_after_mib']:.1f} MiB after "
+        f"{memory['pushes_between']:,} pushes ({memory['growth']:+.1%})",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    outcome = main()
+    path = harness.write_results("push", outcome)
+    print(report(outcome))  # noqa: T201
+    print(f"\n(results in {path.relative_to(harness.BASE_DIR)})")  # noqa: T201

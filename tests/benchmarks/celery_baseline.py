@@ -1,0 +1,40 @@
+"""The floor of Celery's own overhead: the dispatcher's chain shape with no-op links.
+
+Same broker, serializer, acks and prefetch settings as the project (its Django settings),
+bounded chains of CHAIN_LENGTH no-op tasks, each chain ending in a task that starts the
+next one, just like push(e1) | … | push(eK) | dispatch(lane) but with no database or HTTP.
+"""
+
+import os
+import time
+
+import redis
+from celery import Celery, chain
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+QUEUE = "baseline"
+CHAIN_LENGTH = 50  # sync.dispatcher.CHAIN_LENGTH
+DONE_KEY = "bench:baseline:done"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+app = Celery("baseline")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [Queue(QUEUE)]
+app.conf.task_default_queue = QUEUE
+app.conf.task_routes = {}
+
+
+@app.task(name="baseline.noop")
+def noop() -> None:
+    return None
+
+
+@app.task(name="baseline.next_chain")
+def next_chain(remaining: int) -> None:
+    if remaining <= 0:
+        redis.Redis.from_url(REDIS_URL).set(DONE_KEY, time.time())
+        return
+    links = min(CHAIN_LENGTH, remaining)
+    chain(*(noop.si() for _ in range(links)), next_chain.si(remaining - links)).apply_async()
