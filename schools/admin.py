@@ -9,6 +9,7 @@ from config.api import CONCURRENT_CHANGE
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
 from schools.scheduling import NotCancellableError, required_permission, scheduled_change_cancel
 from schools.services import RecordInUseError, delete_record, save_record
+from sync.admin import ReadOnlyAdminMixin
 
 WRITE_REFUSED = "Nothing was saved: {reason}"
 
@@ -130,7 +131,7 @@ class StudentAdmin(ServiceWritesMixin, admin.ModelAdmin):
 
 
 @admin.register(ScheduledChange)
-class ScheduledChangeAdmin(admin.ModelAdmin):
+class ScheduledChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Scheduled changes are made through the API; here they can be watched and cancelled."""
 
     list_display = [
@@ -149,15 +150,6 @@ class ScheduledChangeAdmin(admin.ModelAdmin):
     search_fields = ["=id", "=target_id"]
     actions = ["cancel_changes"]
     readonly_fields = [field.name for field in ScheduledChange._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Cancel selected changes (if not started)")
     def cancel_changes(self, request, queryset):

@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 
 from sync.dispatcher import kick
 from sync.models import DEFAULT_LANE, Operation, OperationLog, Resource, SyncLane
@@ -65,9 +65,17 @@ def lock_lane(lane: str = DEFAULT_LANE) -> SyncLane:
 
 
 def _take_sequence(lane: str) -> int:
-    """Advance the lane's counter under its row lock (already held if the service took it)."""
-    counter = lock_lane(lane)
-    sequence = counter.next_sequence
-    counter.next_sequence = sequence + 1
-    counter.save(update_fields=["next_sequence"])
-    return sequence
+    """Advance the lane's counter and return the sequence taken, in one statement.
+
+    The UPDATE locks the row until commit (the service usually holds that lock already).
+    """
+    table = SyncLane._meta.db_table
+    sql = f"UPDATE {table} SET next_sequence = next_sequence + 1 WHERE name = %s RETURNING next_sequence - 1"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [lane])
+        row = cursor.fetchone()
+        if row is None:  # a lane nobody has written to yet
+            lock_lane(lane)
+            cursor.execute(sql, [lane])
+            row = cursor.fetchone()
+    return row[0]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -298,6 +299,12 @@ class SimulatorServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], simulator: ExternalSimulator):
         super().__init__(address, _Handler)
         self.simulator = simulator
+
+    def handle_error(self, request, client_address):
+        # A client that gave up (timed out, was stopped) is not the simulator's problem.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -19,7 +19,7 @@ CHAIN_LENGTH = 50  # sync.dispatcher.CHAIN_LENGTH
 DONE_KEY = "bench:baseline:done"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
-app = Celery("baseline")
+app = Celery("baseline", set_as_current=False)  # the project app stays current in the bench
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(QUEUE)]
 app.conf.task_default_queue = QUEUE

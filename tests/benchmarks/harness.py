@@ -92,7 +92,7 @@ def processes(*commands: tuple[str, list[str], str, dict]):
     finally:
         for popen in started:
             if popen.poll() is None:
-                os.killpg(popen.pid, signal.SIGTERM)
+                popen.send_signal(signal.SIGTERM)  # a warm shutdown, as a redeploy does
         for popen in started:
             try:
                 popen.wait(timeout=30)
