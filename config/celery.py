@@ -3,9 +3,20 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("school_sync")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def apply_django_connection_rules(**kwargs) -> None:
+    """Treat each task like a request: reuse the database connection within CONN_MAX_AGE,
+    health-check it, and drop it if it broke (CELERY_DB_REUSE_MAX stops Celery from
+    closing it after every task, which cost a new connection per push)."""
+    close_old_connections()

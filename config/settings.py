@@ -242,6 +242,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue("default"), Queue("sync")]
 CELERY_TASK_ROUTES = {"sync.dispatch": {"queue": "sync"}, "sync.push": {"queue": "sync"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup closes the database connection around every task unless this is
+# set; config/celery.py applies Django's own rules (CONN_MAX_AGE, health checks) instead.
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- External system -----------------------------------------------------------------
