@@ -15,8 +15,10 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def apply_django_connection_rules(**kwargs) -> None:
+def apply_django_connection_rules(task=None, **kwargs) -> None:
     """Treat each task like a request: reuse the database connection within CONN_MAX_AGE,
     health-check it, and drop it if it broke (CELERY_DB_REUSE_MAX stops Celery from
     closing it after every task, which cost a new connection per push)."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # run in the caller's process, maybe inside its transaction: leave it alone
     close_old_connections()

@@ -37,7 +37,8 @@ from rest_framework import serializers as drf_serializers
 from schools.models import ScheduledChange, ScheduledStatus
 from schools.services import RESOURCES, RecordInUseError, delete_record, record_create, record_update
 from sync.dispatcher import PUBLISH_ERRORS
-from sync.models import Operation, Resource
+from sync.models import DEFAULT_LANE, Operation, Resource
+from sync.recorder import lock_lane
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +329,7 @@ def _wake_at(moments: Iterable[datetime]) -> None:
             signature("schools.run_due_changes").apply_async(eta=slot, retry=False)
         except PUBLISH_ERRORS:
             logger.warning("could not publish a wake-up for %s; the sweep will run it", slot, exc_info=True)
+            cache.delete(key)  # so that the sweep's wake-up for this slot is not skipped
 
 
 def sweep_scheduled_changes() -> dict[str, int]:
@@ -399,6 +401,8 @@ def execute_chunk(changes: list[ScheduledChange]) -> None:
     outcomes: list[tuple[ScheduledChange, str]] = []
     try:
         with transaction.atomic():
+            # Before anything is read: the targets cannot change (or go) until the chunk commits.
+            lock_lane(DEFAULT_LANE)
             for change in changes:
                 outcomes.append((change, _execute_in_savepoint(change)))
     except DatabaseError as exc:
@@ -477,7 +481,7 @@ def _retry_later(change: ScheduledChange, reason: str) -> None:
         status=ScheduledStatus.SCHEDULED, due_at=due_at, claim_token="", error=reason, updated_at=timezone.now()
     )
     logger.warning("scheduled change %s will be retried at %s: %s", change.pk, due_at.isoformat(), reason)
-    _wake_at([due_at])
+    transaction.on_commit(lambda: _wake_at([due_at]), robust=True)  # never publish under the lane lock
 
 
 def _reason(exc: Exception) -> str:

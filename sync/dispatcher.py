@@ -100,12 +100,12 @@ def push_entry(entry_id: int, lease_token: str) -> bool:
     metrics.record_attempt(result.outcome, result.duration)
 
     if result.outcome == Outcome.SUCCESS:
-        _record_success(entry, result, started_at, lease_token)
-        return True
+        return _record_success(entry, result, started_at, lease_token)
     if result.outcome == Outcome.TRANSIENT:
         _record_transient_failure(entry, result, started_at, lease_token)
         return False
-    _record_permanent_failure(entry, result, started_at)
+    if not _record_permanent_failure(entry, result, started_at):
+        return False
     if selectors.blocks_on_failure():
         _release_lease(lane, lease_token)
         return False
@@ -213,16 +213,28 @@ def _attempt(entry: OperationLog, result: PushResult, started_at) -> OperationAt
     )
 
 
+def _this_attempt(entry: OperationLog):
+    """The entry, if this attempt is still the one in progress.
+
+    A late attempt (its lease expired and the entry was reopened, resent or cancelled
+    meanwhile, or a duplicate message tried it again) must not overwrite what happened since.
+    """
+    return OperationLog.objects.filter(pk=entry.pk, status=Status.IN_PROGRESS, attempts=entry.attempts)
+
+
 @transaction.atomic
-def _record_success(entry: OperationLog, result: PushResult, started_at, lease_token: str) -> None:
+def _record_success(entry: OperationLog, result: PushResult, started_at, lease_token: str) -> bool:
     now = timezone.now()
     _attempt(entry, result, started_at)
-    OperationLog.objects.filter(pk=entry.pk).update(
+    recorded = _this_attempt(entry).update(
         status=Status.SUCCEEDED, pushed_at=now, next_attempt_at=None, last_error="", updated_at=now
     )
+    if not recorded:
+        return False  # superseded: whoever took over goes on with the lane
     SyncLane.objects.filter(pk=entry.lane_id, lease_owner=lease_token).update(
         last_pushed_sequence=entry.sequence, last_pushed_at=now, lease_expires_at=_lease_until()
     )
+    return True
 
 
 def _record_transient_failure(entry: OperationLog, result: PushResult, started_at, lease_token: str) -> None:
@@ -230,12 +242,14 @@ def _record_transient_failure(entry: OperationLog, result: PushResult, started_a
     now = timezone.now()
     with transaction.atomic():
         _attempt(entry, result, started_at)
-        OperationLog.objects.filter(pk=entry.pk).update(
+        recorded = _this_attempt(entry).update(
             status=Status.PENDING,
             next_attempt_at=now + timedelta(seconds=delay),
             last_error=result.error,
             updated_at=now,
         )
+    if not recorded:
+        return  # superseded: the lane is someone else's now
     _release_lease(entry.lane_id, lease_token)
     try:
         signature("sync.dispatch", args=(entry.lane_id,)).apply_async(countdown=delay)
@@ -244,11 +258,11 @@ def _record_transient_failure(entry: OperationLog, result: PushResult, started_a
 
 
 @transaction.atomic
-def _record_permanent_failure(entry: OperationLog, result: PushResult, started_at) -> None:
+def _record_permanent_failure(entry: OperationLog, result: PushResult, started_at) -> bool:
     now = timezone.now()
     _attempt(entry, result, started_at)
-    OperationLog.objects.filter(pk=entry.pk).update(
-        status=Status.FAILED, next_attempt_at=None, last_error=result.error, updated_at=now
+    return bool(
+        _this_attempt(entry).update(status=Status.FAILED, next_attempt_at=None, last_error=result.error, updated_at=now)
     )
 
 

@@ -243,3 +243,26 @@ def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, sched
         assert f"sequence={entry.sequence}" in line
         assert f"key={entry.idempotency_key}" in line
         assert f"outcome={outcome}" in line
+
+
+def test_a_late_attempt_does_not_overwrite_what_happened_since(simulator, scheduled):
+    from sync.client import PushResult
+
+    [entry] = entries()
+    token = lease("chain-a")
+    assert dispatcher._start_push(entry, token) == dispatcher._Start.READY  # chain A sends attempt 1
+
+    # Meanwhile A's lease expired, the entry was reopened and an operator cancelled it.
+    OperationLog.objects.filter(pk=entry.pk).update(status=Status.CANCELLED)
+    dispatcher._record_transient_failure(entry, PushResult(Outcome.TRANSIENT, error="timed out"), timezone.now(), token)
+    assert OperationLog.objects.get(pk=entry.pk).status == Status.CANCELLED
+    assert scheduled == []
+    assert SyncLane.objects.get(pk="global").lease_owner == token  # not A's to release any more
+
+    # Or another chain took it over (attempt 2) and it succeeded: A's late outcome changes nothing.
+    OperationLog.objects.filter(pk=entry.pk).update(status=Status.IN_PROGRESS, attempts=2)
+    success = PushResult(Outcome.SUCCESS, status_code=201)
+    assert dispatcher._record_success(entry, success, timezone.now(), token) is False
+    rejected = PushResult(Outcome.PERMANENT, status_code=400, error="HTTP 400")
+    assert dispatcher._record_permanent_failure(entry, rejected, timezone.now()) is False
+    assert OperationLog.objects.get(pk=entry.pk).status == Status.IN_PROGRESS

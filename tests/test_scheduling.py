@@ -335,7 +335,7 @@ def test_a_refused_delete_when_due_fails_with_the_reason():
     assert "still referenced by 1 student" in change.error
 
 
-def test_a_transient_error_rolls_back_and_retries_later(monkeypatch, wakeups):
+def test_a_transient_error_rolls_back_and_retries_later(monkeypatch, wakeups, django_capture_on_commit_callbacks):
     change = scheduling.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Flaky"}
     )
@@ -346,7 +346,8 @@ def test_a_transient_error_rolls_back_and_retries_later(monkeypatch, wakeups):
 
     monkeypatch.setattr(scheduling, "record_create", database_went_away)
     before = timezone.now()
-    scheduling.run_due_changes()
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduling.run_due_changes()
 
     change.refresh_from_db()
     assert (change.status, change.attempts) == (ScheduledStatus.SCHEDULED, 1)
