@@ -11,30 +11,10 @@ from django_celery_beat.models import PeriodicTask
 
 from sync import health, metrics, retention
 from sync.models import OperationAttempt, OperationLog, Outcome, Status, SyncLane
-from tests.factories import SchoolFactory, UserFactory
+from tests.factories import SchoolFactory, UserFactory, bulk_entries
 from tests.simulated import running_simulator
 
 pytestmark = pytest.mark.django_db
-
-
-def make_entries(count: int, status: str = Status.PENDING, **fields) -> list[OperationLog]:
-    """Entries written directly: these tests read the log, they do not need records behind it."""
-    lane, _ = SyncLane.objects.get_or_create(pk="global")
-    first = lane.next_sequence
-    SyncLane.objects.filter(pk="global").update(next_sequence=first + count)
-    return OperationLog.objects.bulk_create(
-        OperationLog(
-            lane=lane,
-            sequence=first + offset,
-            operation="create",
-            resource="schools",
-            object_id=first + offset,
-            payload={"id": first + offset},
-            status=status,
-            **fields,
-        )
-        for offset in range(count)
-    )
 
 
 def age(entries, days: float) -> None:
@@ -59,10 +39,10 @@ def test_periodic_jobs_are_in_the_database_with_expiry():
 
 def test_purge_deletes_only_old_closed_entries_and_their_attempts(settings):
     settings.SYNC_RETENTION_DAYS = 30
-    old_succeeded = make_entries(3, Status.SUCCEEDED)
-    old_cancelled = make_entries(2, Status.CANCELLED)
-    old_open = [make_entries(1, status)[0] for status in (Status.PENDING, Status.IN_PROGRESS, Status.FAILED)]
-    recent_succeeded = make_entries(2, Status.SUCCEEDED)
+    old_succeeded = bulk_entries(3, Status.SUCCEEDED)
+    old_cancelled = bulk_entries(2, Status.CANCELLED)
+    old_open = [bulk_entries(1, status)[0] for status in (Status.PENDING, Status.IN_PROGRESS, Status.FAILED)]
+    recent_succeeded = bulk_entries(2, Status.SUCCEEDED)
     age([*old_succeeded, *old_cancelled, *old_open], days=31)
     age(recent_succeeded, days=29)
     for entry in [*old_succeeded, *recent_succeeded]:
@@ -82,7 +62,7 @@ def test_purge_deletes_only_old_closed_entries_and_their_attempts(settings):
 
 
 def test_purge_with_nothing_to_do():
-    make_entries(2, Status.SUCCEEDED)
+    bulk_entries(2, Status.SUCCEEDED)
     assert retention.purge_closed_entries() == 0
     assert OperationLog.objects.count() == 2
 
@@ -141,7 +121,7 @@ def broken_cache(monkeypatch):
 
 def test_a_broken_cache_breaks_no_page(broken_cache, reader_client, client, settings):
     settings.METRICS_TOKEN = "scrape-me"
-    make_entries(3)
+    bulk_entries(3)
     status = reader_client.get("/api/sync/status/")
     assert status.status_code == 200
     assert status.json()["external"]["stale"] is True
@@ -154,9 +134,9 @@ def test_a_broken_cache_breaks_no_page(broken_cache, reader_client, client, sett
 
 
 def test_status_api_reports_counts_lag_progress_and_health(reader_client):
-    sent = make_entries(3, Status.SUCCEEDED, pushed_at=timezone.now())
-    make_entries(1, Status.FAILED, last_error="HTTP 400: bad", attempts=1)
-    waiting = make_entries(2)
+    sent = bulk_entries(3, Status.SUCCEEDED, pushed_at=timezone.now())
+    bulk_entries(1, Status.FAILED, last_error="HTTP 400: bad", attempts=1)
+    waiting = bulk_entries(2)
     OperationLog.objects.filter(pk=waiting[0].pk).update(created_at=timezone.now() - timedelta(minutes=5))
     SyncLane.objects.filter(pk="global").update(last_pushed_sequence=sent[-1].sequence, last_pushed_at=timezone.now())
 
@@ -177,9 +157,9 @@ def test_status_api_needs_a_signed_in_user(anon_client):
 
 @pytest.mark.parametrize("entries", [0, 5, 3000])
 def test_status_api_and_dashboard_use_a_bounded_number_of_queries(reader_client, client, entries):
-    make_entries(entries // 3, Status.SUCCEEDED, pushed_at=timezone.now() - timedelta(hours=2))
-    make_entries(entries // 3, Status.CANCELLED)
-    make_entries(entries - 2 * (entries // 3))
+    bulk_entries(entries // 3, Status.SUCCEEDED, pushed_at=timezone.now() - timedelta(hours=2))
+    bulk_entries(entries // 3, Status.CANCELLED)
+    bulk_entries(entries - 2 * (entries // 3))
     staff = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(staff)
 
@@ -228,7 +208,7 @@ def test_dashboard_needs_view_permission(client):
 
 
 def test_dashboard_chart_has_a_day_of_hourly_points(client):
-    make_entries(4, Status.SUCCEEDED, pushed_at=timezone.now() - timedelta(minutes=30))
+    bulk_entries(4, Status.SUCCEEDED, pushed_at=timezone.now() - timedelta(minutes=30))
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     page = client.get("/admin/sync/operationlog/dashboard/")
     chart = page.context["chart"]
@@ -255,8 +235,8 @@ def test_metrics_are_refused_to_token_holders_when_no_token_is_configured(client
 
 def test_metrics_expose_the_documented_series(client, settings):
     settings.METRICS_TOKEN = "scrape-me"
-    make_entries(2)
-    make_entries(1, Status.SUCCEEDED)
+    bulk_entries(2)
+    bulk_entries(1, Status.SUCCEEDED)
     metrics.record_attempt(Outcome.SUCCESS, 0.2)
     metrics.record_attempt(Outcome.TRANSIENT, 3.0)
 

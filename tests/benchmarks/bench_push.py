@@ -95,41 +95,15 @@ def main() -> dict:
     return results
 
 
-def _backlog(count: int) -> None:
-    """Pending entries written directly (their kicks would start the lane early)."""
-    from django.db import transaction
-
-    from sync.models import DEFAULT_LANE, OperationLog, SyncLane
-
-    with transaction.atomic():
-        lane = SyncLane.objects.select_for_update().get(pk=DEFAULT_LANE)
-        first = lane.next_sequence
-        OperationLog.objects.bulk_create(
-            (
-                OperationLog(
-                    lane=lane,
-                    sequence=first + offset,
-                    operation="create",
-                    resource="schools",
-                    object_id=first + offset,
-                    payload={"id": first + offset, "name": f"Bench {first + offset}", "address": ""},
-                )
-                for offset in range(count)
-            ),
-            batch_size=2000,
-        )
-        lane.next_sequence = first + count
-        lane.save(update_fields=["next_sequence"])
-
-
 def _elapsed_for(count: int) -> float:
     """Seconds from the kick to the last of `count` new entries being pushed."""
     from django.db.models import Max
 
     from sync.dispatcher import kick
     from sync.models import DEFAULT_LANE, OperationLog, Status
+    from tests.factories import bulk_entries
 
-    _backlog(count)
+    bulk_entries(count)
     started = time.time()
     kick(DEFAULT_LANE)
     harness.wait_until(lambda: not OperationLog.objects.filter(status=Status.PENDING).exists(), 3600, every=0.05)
