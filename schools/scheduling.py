@@ -261,12 +261,6 @@ def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor=None
     return created
 
 
-def _messages(exc: ValidationError) -> list[str]:
-    if hasattr(exc, "error_dict"):
-        return [f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()]
-    return exc.messages
-
-
 def scheduled_change_cancel(*, change: ScheduledChange, actor: AbstractBaseUser | None = None) -> ScheduledChange:
     """Cancel a change that has not started. Cancel and claim are one row update each: one wins."""
     cancelled = ScheduledChange.objects.filter(pk=change.pk, status=ScheduledStatus.SCHEDULED).update(
@@ -387,10 +381,6 @@ def _claim_due(now: datetime) -> list[ScheduledChange]:
     return list(ScheduledChange.objects.filter(claim_token=token).select_related("created_by").order_by("due_at"))
 
 
-def execute(change: ScheduledChange) -> None:
-    execute_chunk([change])
-
-
 def execute_chunk(changes: list[ScheduledChange]) -> None:
     """Apply claimed changes in one transaction, each confirmed (``done``) with its own write.
 
@@ -486,5 +476,5 @@ def _retry_later(change: ScheduledChange, reason: str) -> None:
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return " ".join(_messages(exc))
+        return _flatten(exc.message_dict) if hasattr(exc, "error_dict") else " ".join(exc.messages)
     return str(exc)

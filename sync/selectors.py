@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Case, Count, F, Min, OuterRef, Q, Subquery, When
 
+from sync.health import read_health
 from sync.models import OPEN_STATUSES, OperationLog, Status, SyncLane
 
 
@@ -133,8 +134,6 @@ def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
 
 def sync_status(now: datetime) -> dict[str, Any]:
     """What GET /api/sync/status/ returns; the dashboard shows the same numbers."""
-    from sync.health import read_health
-
     lanes = lane_overview(now)
     ages = [lane["oldest_open_age_seconds"] for lane in lanes if lane["oldest_open_age_seconds"] is not None]
     pushed = [lane for lane in lanes if lane["last_pushed_at"] is not None]

@@ -377,7 +377,7 @@ def test_a_crash_mid_run_is_recovered_and_the_change_runs_once(wakeups):
     assert scheduling.sweep_scheduled_changes()["released"] == 1
     assert scheduling.run_due_changes() == 1
 
-    scheduling.execute(claimed)  # the old claim comes back to life: it must not apply again
+    scheduling.execute_chunk([claimed])  # the old claim comes back to life: it must not apply again
     assert OperationLog.objects.filter(payload__name="Survivor").count() == 1
     change.refresh_from_db()
     assert (change.status, change.attempts) == (ScheduledStatus.DONE, 2)
