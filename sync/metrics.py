@@ -7,7 +7,7 @@ Flushing the cache resets them, which Prometheus treats as a counter reset.
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.core.cache import cache
@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sync import selectors
+from sync.client import PushResult
 from sync.health import read_health
 from sync.models import Outcome, Status
 
@@ -35,16 +36,20 @@ def _empty() -> dict[str, Any]:
     }
 
 
-def record_attempt(outcome: str, duration: float) -> None:
-    """Count one push attempt. Never raises: metrics must not break a push."""
+def record_attempts(results: Iterable[PushResult]) -> None:
+    """Count push attempts, a chain link's at a time. Never raises: metrics must not break a push."""
+    results = list(results)
+    if not results:
+        return
     try:
         data = cache.get(PUSH_METRICS_KEY) or _empty()
-        data["attempts"][outcome] = data["attempts"].get(outcome, 0) + 1
-        data["count"] += 1
-        data["sum"] += duration
-        for index, bound in enumerate(DURATION_BUCKETS):
-            if duration <= bound:
-                data["buckets"][index] += 1
+        for result in results:
+            data["attempts"][result.outcome] = data["attempts"].get(result.outcome, 0) + 1
+            data["count"] += 1
+            data["sum"] += result.duration
+            for index, bound in enumerate(DURATION_BUCKETS):
+                if result.duration <= bound:
+                    data["buckets"][index] += 1
         cache.set(PUSH_METRICS_KEY, data, timeout=None)
     except Exception:
         logger.warning("could not record push metrics", exc_info=True)

@@ -31,7 +31,8 @@ ERROR = "error"  # 503, not applied
 TIMEOUT = "timeout"  # held for timeout_seconds, then applied: the client has given up by then
 LOST_RESPONSE = "lost_response"  # applied, then the connection is closed without a response
 REJECT = "reject"  # 400, not applied: a permanent failure
-FAULTS = frozenset({ERROR, TIMEOUT, LOST_RESPONSE, REJECT})
+OK = "ok"  # no fault: puts a normal answer between faults in a script
+FAULTS = frozenset({ERROR, TIMEOUT, LOST_RESPONSE, REJECT, OK})
 
 
 @dataclass

@@ -12,8 +12,8 @@ def dispatch(lane: str, lease_token: str | None = None) -> None:
 
 
 @shared_task(name="sync.push")
-def push(entry_id: int, lease_token: str) -> None:
-    if not dispatcher.push_entry(entry_id, lease_token):
+def push(entry_ids: list[int], lease_token: str) -> None:
+    if not dispatcher.push_entries(entry_ids, lease_token):
         raise Ignore()  # ends the chain without running its remaining links
 
 

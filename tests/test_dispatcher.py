@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sync import dispatcher
@@ -58,7 +60,7 @@ def lease(token="chain-1"):
 
 def test_push_sends_the_entry_and_records_success(simulator):
     [entry] = entries()
-    assert dispatcher.push_entry(entry.pk, lease()) is True
+    assert dispatcher.push_entries([entry.pk], lease()) is True
 
     entry.refresh_from_db()
     assert (entry.status, entry.attempts, entry.last_error) == (Status.SUCCEEDED, 1, "")
@@ -73,7 +75,7 @@ def test_push_sends_the_entry_and_records_success(simulator):
 def test_push_without_the_lease_sends_nothing(simulator):
     [entry] = entries()
     lease("someone-else")
-    assert dispatcher.push_entry(entry.pk, "chain-1") is False
+    assert dispatcher.push_entries([entry.pk], "chain-1") is False
     assert simulator.requests == 0
     entry.refresh_from_db()
     assert (entry.status, entry.attempts) == (Status.PENDING, 0)
@@ -85,7 +87,7 @@ def test_push_never_overtakes_an_open_earlier_entry(simulator, kicks, earlier_st
     token = lease()
     OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
 
-    assert dispatcher.push_entry(second.pk, token) is False
+    assert dispatcher.push_entries([second.pk], token) is False
     assert simulator.requests == 0
     assert SyncLane.objects.get(pk="global").lease_owner == ""
     assert kicks == ["global"]
@@ -95,14 +97,14 @@ def test_push_never_overtakes_an_open_earlier_entry(simulator, kicks, earlier_st
 def test_push_goes_on_after_a_succeeded_or_cancelled_entry(simulator, earlier_status):
     first, second = entries(2)
     OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
-    assert dispatcher.push_entry(second.pk, lease()) is True
+    assert dispatcher.push_entries([second.pk], lease()) is True
     assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
 
 
 def test_a_cancelled_entry_is_skipped_and_the_chain_goes_on(simulator):
     [entry] = entries()
     OperationLog.objects.filter(pk=entry.pk).update(status=Status.CANCELLED)
-    assert dispatcher.push_entry(entry.pk, lease()) is True
+    assert dispatcher.push_entries([entry.pk], lease()) is True
     assert simulator.requests == 0
 
 
@@ -111,7 +113,7 @@ def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(s
     simulator.configure(script=["error"], retry_after=120)
     before = timezone.now()
 
-    assert dispatcher.push_entry(entry.pk, lease()) is False
+    assert dispatcher.push_entries([entry.pk], lease()) is False
 
     entry.refresh_from_db()
     assert entry.status == Status.PENDING
@@ -129,7 +131,7 @@ def test_a_permanent_failure_blocks_the_lane_by_default(simulator):
     first, _ = entries(2)
     simulator.configure(script=["reject"])
 
-    assert dispatcher.push_entry(first.pk, lease()) is False
+    assert dispatcher.push_entries([first.pk], lease()) is False
 
     first.refresh_from_db()
     assert (first.status, first.last_error[:8]) == (Status.FAILED, "HTTP 400")
@@ -142,8 +144,8 @@ def test_a_permanent_failure_can_be_skipped_by_setting(simulator, settings):
     first, second = entries(2)
     simulator.configure(script=["reject"])
     token = lease()
-    assert dispatcher.push_entry(first.pk, token) is True
-    assert dispatcher.push_entry(second.pk, token) is True
+    assert dispatcher.push_entries([first.pk], token) is True
+    assert dispatcher.push_entries([second.pk], token) is True
     assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
 
 
@@ -223,9 +225,9 @@ def test_retry_delay_honours_retry_after_up_to_an_hour(settings):
 def test_each_attempt_is_kept(simulator, scheduled):
     [entry] = entries()
     simulator.configure(script=["error"])
-    dispatcher.push_entry(entry.pk, lease("a"))
+    dispatcher.push_entries([entry.pk], lease("a"))
     OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
-    dispatcher.push_entry(entry.pk, lease("b"))
+    dispatcher.push_entries([entry.pk], lease("b"))
     outcomes = list(OperationAttempt.objects.filter(entry=entry).values_list("outcome", flat=True))
     assert outcomes == [Outcome.TRANSIENT, Outcome.SUCCESS]
 
@@ -234,9 +236,9 @@ def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, sched
     [entry] = entries()
     simulator.configure(script=["error"])
     with caplog.at_level("INFO", logger="sync.dispatcher"):
-        dispatcher.push_entry(entry.pk, lease("a"))
+        dispatcher.push_entries([entry.pk], lease("a"))
         OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
-        dispatcher.push_entry(entry.pk, lease("b"))
+        dispatcher.push_entries([entry.pk], lease("b"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")]
     assert len(lines) == 2
     for line, outcome in zip(lines, ("transient", "success"), strict=True):
@@ -245,24 +247,82 @@ def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, sched
         assert f"outcome={outcome}" in line
 
 
-def test_a_late_attempt_does_not_overwrite_what_happened_since(simulator, scheduled):
+def test_a_run_sends_its_entries_in_order_and_records_them_in_one_commit(simulator):
+    single, *run = entries(4)
+    token = lease()
+    with CaptureQueriesContext(connection) as one:
+        assert dispatcher.push_entries([single.pk], token) is True
+    with CaptureQueriesContext(connection) as three:
+        assert dispatcher.push_entries([entry.pk for entry in run], token) is True
+    assert len(three) == len(one)  # one claim and one record, whatever the run's length
+
+    assert [a["key"] for a in simulator.applied] == [str(entry.idempotency_key) for entry in [single, *run]]
+    assert set(OperationLog.objects.values_list("status", "attempts")) == {(Status.SUCCEEDED, 1)}
+    assert OperationAttempt.objects.filter(outcome=Outcome.SUCCESS).count() == 4
+    lane = SyncLane.objects.get(pk="global")
+    assert (lane.last_pushed_sequence, lane.lease_owner) == (run[-1].sequence, token)
+
+
+def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simulator, scheduled):
+    first, second, third = entries(3)
+    simulator.configure(script=["ok", "error"])
+
+    assert dispatcher.push_entries([first.pk, second.pk, third.pk], lease()) is False
+
+    statuses = dict(OperationLog.objects.values_list("pk", "status"))
+    assert statuses == {first.pk: Status.SUCCEEDED, second.pk: Status.PENDING, third.pk: Status.PENDING}
+    third.refresh_from_db()
+    assert (third.attempts, third.next_attempt_at) == (0, None)  # never sent: its claim is undone
+    assert OperationLog.objects.get(pk=second.pk).next_attempt_at is not None
+    assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
+    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert [lane for lane, _ in scheduled] == ["global"]
+
+
+def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(simulator, scheduled, monkeypatch):
+    monkeypatch.setattr(dispatcher, "RUN_SECONDS", 0)
+    first, second = entries(2)
+    token = lease()
+
+    assert dispatcher.push_entries([first.pk, second.pk], token) is False
+
+    assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
+    second.refresh_from_db()
+    assert (second.status, second.attempts) == (Status.PENDING, 0)
+    assert SyncLane.objects.get(pk="global").lease_owner == token
+    assert scheduled == [("global", None)]
+
+
+def test_a_skipped_permanent_failure_lets_the_run_go_on(simulator, settings):
+    settings.SYNC_ON_PERMANENT_FAILURE = "skip"
+    first, second = entries(2)
+    simulator.configure(script=["reject"])
+    assert dispatcher.push_entries([first.pk, second.pk], lease()) is True
+    assert dict(OperationLog.objects.values_list("pk", "status")) == {
+        first.pk: Status.FAILED,
+        second.pk: Status.SUCCEEDED,
+    }
+
+
+def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled):
     from sync.client import PushResult
 
     [entry] = entries()
     token = lease("chain-a")
-    assert dispatcher._start_push(entry, token) == dispatcher._Start.READY  # chain A sends attempt 1
+    claim, run = dispatcher._claim_run([entry.pk], token)  # chain A claims the entry and sends attempt 1
+    assert claim == dispatcher._Claim.READY
 
-    # Meanwhile A's lease expired, the entry was reopened and an operator cancelled it.
-    OperationLog.objects.filter(pk=entry.pk).update(status=Status.CANCELLED)
-    dispatcher._record_transient_failure(entry, PushResult(Outcome.TRANSIENT, error="timed out"), timezone.now(), token)
-    assert OperationLog.objects.get(pk=entry.pk).status == Status.CANCELLED
+    # Meanwhile A stalled past its lease; chain B took the lane over and reopened the entry.
+    SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now())
+    assert dispatcher._acquire_lease("global", "chain-b")
+    for result in (
+        PushResult(Outcome.SUCCESS, status_code=201),
+        PushResult(Outcome.TRANSIENT, error="timed out"),
+        PushResult(Outcome.PERMANENT, status_code=400, error="HTTP 400"),
+    ):
+        sent = [dispatcher._Sent(run[0], result, timezone.now())]
+        assert dispatcher._record_run(run, sent, token) is False
+        assert OperationLog.objects.get(pk=entry.pk).status == Status.PENDING  # B's to send
+        assert SyncLane.objects.get(pk="global").lease_owner == "chain-b"
     assert scheduled == []
-    assert SyncLane.objects.get(pk="global").lease_owner == token  # not A's to release any more
-
-    # Or another chain took it over (attempt 2) and it succeeded: A's late outcome changes nothing.
-    OperationLog.objects.filter(pk=entry.pk).update(status=Status.IN_PROGRESS, attempts=2)
-    success = PushResult(Outcome.SUCCESS, status_code=201)
-    assert dispatcher._record_success(entry, success, timezone.now(), token) is False
-    rejected = PushResult(Outcome.PERMANENT, status_code=400, error="HTTP 400")
-    assert dispatcher._record_permanent_failure(entry, rejected, timezone.now()) is False
-    assert OperationLog.objects.get(pk=entry.pk).status == Status.IN_PROGRESS
+    assert OperationAttempt.objects.filter(entry=entry).count() == 3  # A's attempts are still on record

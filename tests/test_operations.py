@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from sync import health, metrics, retention
+from sync.client import PushResult
 from sync.models import OperationAttempt, OperationLog, Outcome, Status, SyncLane
 from tests.factories import SchoolFactory, UserFactory, bulk_entries
 from tests.simulated import running_simulator
@@ -237,8 +238,8 @@ def test_metrics_expose_the_documented_series(client, settings):
     settings.METRICS_TOKEN = "scrape-me"
     bulk_entries(2)
     bulk_entries(1, Status.SUCCEEDED)
-    metrics.record_attempt(Outcome.SUCCESS, 0.2)
-    metrics.record_attempt(Outcome.TRANSIENT, 3.0)
+    metrics.record_attempts([PushResult(Outcome.SUCCESS, duration=0.2)])
+    metrics.record_attempts([PushResult(Outcome.TRANSIENT, duration=3.0)])
 
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me")
 
