@@ -288,5 +288,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # sync.dispatcher logs every push with its sequence, key and outcome; httpx's own
+        # line per request would only repeat it.
+        "httpx": {"level": "WARNING"},
     },
 }

@@ -1,12 +1,13 @@
 """Pushes each lane's entries to the external API in sequence (I2, I4, I5, I7, I8).
 
-A lane is pushed by one Celery chain at a time, ``push(run1) | … | push(runN) | dispatch``,
-owned through a lease on the lane row; each link pushes a short run of consecutive
-entries. Every push renews the lease and, in the statement that marks its entry in
-progress, checks that the entry is still open and that nothing earlier in the lane is,
-so a stray, duplicated or late message can never send out of order. A transient failure
-stores the backoff on the entry, frees the lane and ends the chain; the scheduled
-dispatch (or the sweep, if that message is lost) resumes the lane when the entry is due.
+A lane is pushed by one chain at a time, owned through a lease on the lane row: a
+dispatch takes the lease, pushes the first run of due entries itself and chains the rest,
+``push(run2) | … | push(runN) | dispatch``, where each run is a few consecutive entries.
+Before it sends, a run renews the lease and checks that nothing earlier in the lane is
+still open, so a stray, duplicated or late message can never send out of order; each
+entry is sent only after the one before it succeeded. A transient failure stores the
+backoff on the entry, frees the lane and ends the chain; the scheduled dispatch (or the
+sweep, if that message is lost) resumes the lane when the entry is due.
 """
 
 import enum
@@ -21,7 +22,7 @@ from celery import chain, signature
 from celery.exceptions import CeleryError
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -33,14 +34,14 @@ logger = logging.getLogger(__name__)
 
 # Entries per chain. A chain message carries the rest of the chain, so very long chains
 # cost more per link; a bounded chain ends in a dispatch that starts the next one.
-CHAIN_LENGTH = 50
-# Entries per chain link. Celery's own cost per message (a few milliseconds: publish,
-# delivery, ack) is more than a push to a fast external system, so one link pushes a
-# short run of consecutive entries, each under the same per-entry checks.
-RUN_LENGTH = 10
+CHAIN_LENGTH = 100
+# Entries per chain link. Each link costs a Celery message and two commits (claim and
+# record), more than a push to a fast external system, so a link pushes a run of
+# consecutive entries, each sent only after the one before it succeeded.
+RUN_LENGTH = 20
 # A link starts no further push after this long and hands the lane to a fresh dispatch,
 # so a link ends within this plus one HTTP timeout and a SIGTERM never waits longer (I7).
-RUN_SECONDS = 1.0
+RUN_SECONDS = 2.0
 # Never wait longer than this for a Retry-After the external system asks for.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -76,7 +77,10 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
         return
 
     runs = [entry_ids[start : start + RUN_LENGTH] for start in range(0, len(entry_ids), RUN_LENGTH)]
-    links = [signature("sync.push", args=(run, lease_token), immutable=True) for run in runs]
+    # The first run goes out in this task: on an idle lane, no second message before the send.
+    if not push_entries(runs[0], lease_token):
+        return
+    links = [signature("sync.push", args=(run, lease_token), immutable=True) for run in runs[1:]]
     links.append(signature("sync.dispatch", args=(lane, lease_token), immutable=True))
     try:
         chain(*links).apply_async()
@@ -142,22 +146,27 @@ def _claim_run(entry_ids: list[int], lease_token: str) -> tuple[_Claim, list[Ope
     The entries' rows stay locked until the commit, so an operator's cancel waits for the
     claim and then finds the entry in progress (only a pending or failed one can be cancelled).
     """
+    in_run = Q(pk__in=entry_ids)
+    # An open entry before this one that is not part of the run: it must go first.
+    blocked = OperationLog.objects.filter(
+        ~in_run,
+        lane_id=OuterRef("lane_id"),
+        sequence__lt=OuterRef("sequence"),
+        status__in=selectors.holding_statuses(),
+    )
     entries = list(
         OperationLog.objects.select_for_update()
-        .filter(pk__in=entry_ids, status__in=(Status.PENDING, Status.IN_PROGRESS))
+        .filter(in_run, status__in=(Status.PENDING, Status.IN_PROGRESS))
+        .annotate(blocked=Exists(blocked))
         .order_by("sequence")
     )
     if not entries:
         return _Claim.READY, []
-    lane = entries[0].lane_id
-    if not _renew_lease(lane, lease_token):
+    if not _renew_lease(entries[0].lane_id, lease_token):
         return _Claim.LEASE_LOST, entries
-    run_ids = [entry.pk for entry in entries]
-    earlier_open = OperationLog.objects.filter(
-        lane_id=lane, sequence__lt=entries[-1].sequence, status__in=selectors.holding_statuses()
-    ).exclude(pk__in=run_ids)
-    if earlier_open.exists():
+    if any(entry.blocked for entry in entries):
         return _Claim.OUT_OF_ORDER, entries
+    run_ids = [entry.pk for entry in entries]
     OperationLog.objects.filter(pk__in=run_ids).update(
         status=Status.IN_PROGRESS, attempts=F("attempts") + 1, updated_at=timezone.now()
     )

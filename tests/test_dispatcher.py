@@ -1,6 +1,7 @@
 """The push, lease, backoff and sweep rules, run directly against the simulator (no worker)."""
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -302,6 +303,24 @@ def test_a_skipped_permanent_failure_lets_the_run_go_on(simulator, settings):
         first.pk: Status.FAILED,
         second.pk: Status.SUCCEEDED,
     }
+
+
+def test_dispatch_pushes_the_first_run_itself_and_chains_the_rest(simulator, monkeypatch):
+    published = []
+    publish = SimpleNamespace(apply_async=dict)
+    monkeypatch.setattr(dispatcher, "chain", lambda *links: published.append(links) or publish)
+    run = entries(dispatcher.RUN_LENGTH + 1)
+
+    dispatcher.dispatch_lane("global")
+
+    first_run = run[: dispatcher.RUN_LENGTH]
+    assert [a["key"] for a in simulator.applied] == [str(entry.idempotency_key) for entry in first_run]
+    [links] = published
+    token = SyncLane.objects.get(pk="global").lease_owner
+    assert [(link.task, link.args) for link in links] == [
+        ("sync.push", ([run[-1].pk], token)),
+        ("sync.dispatch", ("global", token)),
+    ]
 
 
 def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled):
