@@ -6,12 +6,12 @@ import time
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from schools.services import record_update, school_create
-from sync.dispatcher import sweep
+from sync.dispatcher import RUN_LENGTH, RUN_SECONDS, sweep
 from sync.models import OperationAttempt, OperationLog, Status, SyncLane
 from tests.factories import UserFactory
 from tests.integration.conftest import (
@@ -207,3 +207,25 @@ def test_sigterm_during_a_slow_push_stops_within_the_http_timeout(simulator, sta
     assert len(simulator.applied) == 1
     assert_applied_once_in_order(simulator)
     assert OperationLog.objects.get().pushed_at <= timezone.now()
+
+
+def test_sigterm_during_a_long_run_stops_after_the_run_budget_not_the_whole_run(simulator, start_sync_worker):
+    http_timeout = 2
+    simulator.configure(latency_scale=0.2)  # 1 s per school: a whole run would take RUN_LENGTH seconds
+    worker = start_sync_worker("sync-long-run", SYNC_HTTP_TIMEOUT=str(http_timeout))
+    with transaction.atomic():  # one commit, one kick: the dispatch takes all of them as its first run
+        for number in range(RUN_LENGTH):
+            school_create(name=f"Run {number}")
+    wait_until(lambda: simulator.in_flight == 1, timeout=30, message="the first push to be in flight")
+
+    assert worker.terminate(timeout=60) <= RUN_SECONDS + http_timeout + 5  # I7, well under RUN_LENGTH s
+    statuses = list(OperationLog.objects.order_by("sequence").values_list("status", flat=True))
+    sent = statuses.count(Status.SUCCEEDED)
+    assert 1 <= sent < RUN_LENGTH
+    assert statuses == [Status.SUCCEEDED] * sent + [Status.PENDING] * (RUN_LENGTH - sent)  # nothing in progress
+
+    simulator.configure(latency_scale=0)
+    start_sync_worker("sync-after-long-run")
+    wait_for_delivery(sweep=True)
+    assert len(simulator.applied) == RUN_LENGTH
+    assert_applied_once_in_order(simulator)
