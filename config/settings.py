@@ -252,11 +252,15 @@ CELERY_TIMEZONE = TIME_ZONE
 SYNC_API_URL = env_str("SYNC_API_URL", "http://127.0.0.1:8001")
 SYNC_API_TOKEN = env_str("SYNC_API_TOKEN")
 SYNC_HTTP_TIMEOUT = env_float("SYNC_HTTP_TIMEOUT", 30.0)
-# How long a dispatcher chain owns a lane without renewing; it renews before every push,
-# so it must outlast one call. After a crash the lane resumes once the lease expires.
+# A chain link starts no further push after this long, so a link (and a worker's shutdown)
+# ends within this plus one HTTP timeout (I7).
+SYNC_RUN_SECONDS = 2.0
+# How long a dispatcher chain owns a lane without renewing; it renews before every run of
+# pushes, so it must outlast one: SYNC_RUN_SECONDS of sends plus the call still in flight.
+# After a crash the lane resumes once the lease expires.
 SYNC_LEASE_SECONDS = env_float("SYNC_LEASE_SECONDS", 2 * SYNC_HTTP_TIMEOUT + 10)
-if SYNC_LEASE_SECONDS <= SYNC_HTTP_TIMEOUT:
-    raise ImproperlyConfigured("SYNC_LEASE_SECONDS must be longer than SYNC_HTTP_TIMEOUT.")
+if SYNC_LEASE_SECONDS <= SYNC_RUN_SECONDS + SYNC_HTTP_TIMEOUT:
+    raise ImproperlyConfigured("SYNC_LEASE_SECONDS must be longer than SYNC_HTTP_TIMEOUT plus 2 seconds.")
 # Backoff after a transient failure: exponential from the base, capped, with jitter.
 SYNC_RETRY_BASE_SECONDS = env_float("SYNC_RETRY_BASE_SECONDS", 1.0)
 SYNC_RETRY_MAX_SECONDS = env_float("SYNC_RETRY_MAX_SECONDS", 300.0)

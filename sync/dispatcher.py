@@ -39,9 +39,6 @@ CHAIN_LENGTH = 100
 # record), more than a push to a fast external system, so a link pushes a run of
 # consecutive entries, each sent only after the one before it succeeded.
 RUN_LENGTH = 20
-# A link starts no further push after this long and hands the lane to a fresh dispatch,
-# so a link ends within this plus one HTTP timeout and a SIGTERM never waits longer (I7).
-RUN_SECONDS = 2.0
 # Never wait longer than this for a Retry-After the external system asks for.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -65,7 +62,7 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
         lease_token = uuid.uuid4().hex
         if not _acquire_lease(lane, lease_token):
             return  # a live chain owns the lane
-    elif not _renew_lease(lane, lease_token):
+    elif not _renew_lease(lease_token):
         return  # our lease expired and another chain took over
 
     entry_ids = selectors.due_entries(lane, timezone.now(), CHAIN_LENGTH)
@@ -110,7 +107,7 @@ def push_entries(entry_ids: list[int], lease_token: str) -> bool:
         return True  # cancelled, already sent, or purged: nothing to send
 
     sent: list[_Sent] = []
-    deadline = time.monotonic() + RUN_SECONDS
+    deadline = time.monotonic() + settings.SYNC_RUN_SECONDS  # then the rest goes to a fresh dispatch
     for entry in run:
         if sent and time.monotonic() > deadline:
             break  # out of time: the rest goes to a fresh dispatch
@@ -146,6 +143,9 @@ def _claim_run(entry_ids: list[int], lease_token: str) -> tuple[_Claim, list[Ope
     The entries' rows stay locked until the commit, so an operator's cancel waits for the
     claim and then finds the entry in progress (only a pending or failed one can be cancelled).
     """
+    # The lane row first, then the entries: the order _acquire_lease and _expire_lease lock them in.
+    if not _renew_lease(lease_token):
+        return _Claim.LEASE_LOST, []
     in_run = Q(pk__in=entry_ids)
     # An open entry before this one that is not part of the run: it must go first.
     blocked = OperationLog.objects.filter(
@@ -162,8 +162,6 @@ def _claim_run(entry_ids: list[int], lease_token: str) -> tuple[_Claim, list[Ope
     )
     if not entries:
         return _Claim.READY, []
-    if not _renew_lease(entries[0].lane_id, lease_token):
-        return _Claim.LEASE_LOST, entries
     if any(entry.blocked for entry in entries):
         return _Claim.OUT_OF_ORDER, entries
     run_ids = [entry.pk for entry in entries]
@@ -292,8 +290,9 @@ def _acquire_lease(lane: str, token: str) -> bool:
     return True
 
 
-def _renew_lease(lane: str, token: str) -> bool:
-    return bool(SyncLane.objects.filter(pk=lane, lease_owner=token).update(lease_expires_at=_lease_until()))
+def _renew_lease(token: str) -> bool:
+    """Extend the lease this token holds (tokens are unique, so it names its lane too)."""
+    return bool(SyncLane.objects.filter(lease_owner=token).update(lease_expires_at=_lease_until()))
 
 
 def _release_lease(lane: str, token: str) -> None:

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, Count, F, Min, OuterRef, Q, QuerySet, Subquery, When
+from django.db.models import Case, Count, F, Min, OuterRef, Q, Subquery, When
 
 from sync.health import read_health
 from sync.models import OPEN_STATUSES, OperationLog, Status, SyncLane
@@ -36,13 +36,6 @@ def due_entries(lane: str, now: datetime, limit: int) -> list[int]:
 
 def has_due_work(lane: str, now: datetime) -> bool:
     return bool(due_entries(lane, now, limit=1))
-
-
-def earlier_open_entries(entry: OperationLog) -> QuerySet[OperationLog]:
-    """Entries before this one in its lane that have neither succeeded nor been cancelled."""
-    return OperationLog.objects.filter(
-        lane_id=entry.lane_id, sequence__lt=entry.sequence, status__in=holding_statuses()
-    )
 
 
 def lane_has_live_lease(lane: str, now: datetime) -> bool:

@@ -34,7 +34,7 @@ def kicks(monkeypatch):
 
 @pytest.fixture
 def scheduled(monkeypatch):
-    """Dispatches scheduled after a backoff, as (lane, countdown)."""
+    """Dispatches published by the code under test, as (args, countdown)."""
     calls = []
 
     class Recorder:
@@ -42,7 +42,7 @@ def scheduled(monkeypatch):
             self.name, self.args = name, args
 
         def apply_async(self, countdown=None, **options):
-            calls.append((self.args[0], countdown))
+            calls.append((self.args, countdown))
 
     monkeypatch.setattr(dispatcher, "signature", lambda name, args, **kw: Recorder(name, args))
     return calls
@@ -122,8 +122,8 @@ def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(s
     assert entry.next_attempt_at >= before + timedelta(seconds=120)  # Retry-After honoured
     assert entry.last_error.startswith("HTTP 503")
     assert SyncLane.objects.get(pk="global").lease_owner == ""
-    [(lane, countdown)] = scheduled
-    assert lane == "global"
+    [(args, countdown)] = scheduled
+    assert args == ("global",)  # a fresh dispatch: the lease was released
     assert countdown >= 120
     assert entry.attempt_set.get().outcome == Outcome.TRANSIENT
 
@@ -167,12 +167,12 @@ def test_only_one_lease_at_a_time_until_it_expires(settings):
     SyncLane.objects.get_or_create(pk="global")
     assert dispatcher._acquire_lease("global", "a")
     assert not dispatcher._acquire_lease("global", "b")
-    assert dispatcher._renew_lease("global", "a")
-    assert not dispatcher._renew_lease("global", "b")
+    assert dispatcher._renew_lease("a")
+    assert not dispatcher._renew_lease("b")
 
     SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert dispatcher._acquire_lease("global", "b")
-    assert not dispatcher._renew_lease("global", "a")
+    assert not dispatcher._renew_lease("a")
 
 
 def test_sweep_expires_a_dead_lease_and_reopens_its_entry(kicks):
@@ -277,11 +277,11 @@ def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simula
     assert OperationLog.objects.get(pk=second.pk).next_attempt_at is not None
     assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
     assert SyncLane.objects.get(pk="global").lease_owner == ""
-    assert [lane for lane, _ in scheduled] == ["global"]
+    assert [args for args, _ in scheduled] == [("global",)]
 
 
-def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(simulator, scheduled, monkeypatch):
-    monkeypatch.setattr(dispatcher, "RUN_SECONDS", 0)
+def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(simulator, scheduled, settings):
+    settings.SYNC_RUN_SECONDS = 0
     first, second = entries(2)
     token = lease()
 
@@ -291,7 +291,7 @@ def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(sim
     second.refresh_from_db()
     assert (second.status, second.attempts) == (Status.PENDING, 0)
     assert SyncLane.objects.get(pk="global").lease_owner == token
-    assert scheduled == [("global", None)]
+    assert scheduled == [(("global", token), None)]  # the same lease goes on
 
 
 def test_a_skipped_permanent_failure_lets_the_run_go_on(simulator, settings):
@@ -331,9 +331,11 @@ def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled)
     claim, run = dispatcher._claim_run([entry.pk], token)  # chain A claims the entry and sends attempt 1
     assert claim == dispatcher._Claim.READY
 
-    # Meanwhile A stalled past its lease; chain B took the lane over and reopened the entry.
+    # Meanwhile A stalled past its lease; chain B took the lane over, claimed the entry again
+    # (attempt 2) and is sending it.
     SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now())
     assert dispatcher._acquire_lease("global", "chain-b")
+    assert dispatcher._claim_run([entry.pk], "chain-b")[0] == dispatcher._Claim.READY
     for result in (
         PushResult(Outcome.SUCCESS, status_code=201),
         PushResult(Outcome.TRANSIENT, error="timed out"),
@@ -341,7 +343,8 @@ def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled)
     ):
         sent = [dispatcher._Sent(run[0], result, timezone.now())]
         assert dispatcher._record_run(run, sent, token) is False
-        assert OperationLog.objects.get(pk=entry.pk).status == Status.PENDING  # B's to send
+        entry.refresh_from_db()
+        assert (entry.status, entry.attempts) == (Status.IN_PROGRESS, 2)  # B's claim stands
         assert SyncLane.objects.get(pk="global").lease_owner == "chain-b"
     assert scheduled == []
     assert OperationAttempt.objects.filter(entry=entry).count() == 3  # A's attempts are still on record

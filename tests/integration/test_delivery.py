@@ -6,12 +6,13 @@ import time
 
 import httpx
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from schools.services import record_update, school_create
-from sync.dispatcher import RUN_LENGTH, RUN_SECONDS, sweep
+from sync.dispatcher import RUN_LENGTH, sweep
 from sync.models import OperationAttempt, OperationLog, Status, SyncLane
 from tests.factories import UserFactory
 from tests.integration.conftest import (
@@ -218,7 +219,7 @@ def test_sigterm_during_a_long_run_stops_after_the_run_budget_not_the_whole_run(
             school_create(name=f"Run {number}")
     wait_until(lambda: simulator.in_flight == 1, timeout=30, message="the first push to be in flight")
 
-    assert worker.terminate(timeout=60) <= RUN_SECONDS + http_timeout + 5  # I7, well under RUN_LENGTH s
+    assert worker.terminate(timeout=60) <= settings.SYNC_RUN_SECONDS + http_timeout + 5  # I7, well under RUN_LENGTH s
     statuses = list(OperationLog.objects.order_by("sequence").values_list("status", flat=True))
     sent = statuses.count(Status.SUCCEEDED)
     assert 1 <= sent < RUN_LENGTH
