@@ -45,27 +45,37 @@ def chart(results: dict, path: Path) -> None:
                 [p - 0.2 for p in positions],
                 [r["pushes_per_second"] for r in result["pipeline"]],
                 0.4,
-                label="ordered pushes (DB + HTTP)",
+                label=f"ordered pushes (DB + HTTP, {result.get('run_length', 1)} per link)",
             )
             axis.bar(
                 [p + 0.2 for p in positions],
                 [r["noop_chain_per_second"] for r in result["pipeline"]],
                 0.4,
-                label="no-op Celery chain (floor)",
+                label="no-op Celery chain (1 task per link)",
             )
+            tallest = max(max(r["pushes_per_second"], r["noop_chain_per_second"]) for r in result["pipeline"])
+            axis.set_ylim(0, tallest * 1.35)  # room for the legend above the bars
             axis.set_xticks(list(positions), labels)
             axis.set(title="Push pipeline, zero-latency API", xlabel="backlog (entries)", ylabel="per second")
         elif name == "write":
-            keys = ["outbox", "synchronous"]
+            columns = [
+                (key, label)
+                for key, label in (
+                    ("outbox", "outbox, 8 clients"),
+                    ("outbox_one_client", "outbox, 1 client"),
+                    ("synchronous", "synchronous call,\n8 clients"),
+                )
+                if key in result
+            ]
             for offset, percentile in ((-0.2, "p50"), (0.2, "p99")):
                 axis.bar(
-                    [k + offset for k in range(2)],
-                    [result[key]["latency_ms"][percentile] for key in keys],
+                    [k + offset for k in range(len(columns))],
+                    [result[key]["latency_ms"][percentile] for key, _ in columns],
                     0.4,
                     label=percentile,
                 )
             axis.set_yscale("log")
-            axis.set_xticks([0, 1], ["outbox (this design)", "synchronous call"])
+            axis.set_xticks(range(len(columns)), [label for _, label in columns])
             axis.set(title="Write latency, external API at 5 s", ylabel="ms (log scale)")
         else:
             rows = [

@@ -29,7 +29,7 @@ DELIVERY_SECONDS = 90
 # Short timings so that failures, leases and backoffs play out within a test.
 WORKER_ENV = {
     "SYNC_HTTP_TIMEOUT": "5",
-    "SYNC_LEASE_SECONDS": "6",
+    "SYNC_LEASE_SECONDS": "8",  # a run (2 s) plus the HTTP timeout, and a little more
     "SYNC_RETRY_BASE_SECONDS": "0.05",
     "SYNC_RETRY_MAX_SECONDS": "0.5",
 }
