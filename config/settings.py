@@ -224,6 +224,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # its exchange table; by default ./control
         "store_processed": False,
         # The transport polls its folder; each chain link waits for a poll, so poll often.
         "polling_interval": 0.05,
