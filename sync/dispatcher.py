@@ -107,7 +107,7 @@ def push_entries(entry_ids: list[int], lease_token: str) -> bool:
         return True  # cancelled, already sent, or purged: nothing to send
 
     sent: list[_Sent] = []
-    deadline = time.monotonic() + settings.SYNC_RUN_SECONDS  # then the rest goes to a fresh dispatch
+    deadline = time.monotonic() + settings.SYNC_RUN_SECONDS
     for entry in run:
         if sent and time.monotonic() > deadline:
             break  # out of time: the rest goes to a fresh dispatch
