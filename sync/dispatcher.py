@@ -91,9 +91,9 @@ def push_entries(entry_ids: list[int], lease_token: str) -> bool:
 
     One commit claims the run (marks it in progress), the entries are sent one after the
     other, each only after the one before it succeeded, and one commit records what
-    happened. A crash in between leaves the run in progress until the lease expires; its
-    entries are then sent again with the same idempotency keys, which the external system
-    deduplicates (I4).
+    happened. After a crash in between, the redelivered link re-claims the run (or, for a
+    dispatch's first run, the lease expires and the sweep resumes the lane); its entries are
+    sent again with the same idempotency keys, which the external system deduplicates (I4).
     """
     claim, run = _claim_run(entry_ids, lease_token)
     if claim == _Claim.LEASE_LOST:

@@ -94,6 +94,18 @@ def test_push_never_overtakes_an_open_earlier_entry(simulator, kicks, earlier_st
     assert kicks == ["global"]
 
 
+def test_a_run_never_overtakes_an_open_entry_between_its_own(simulator, kicks):
+    first, second, third = entries(3)
+    OperationLog.objects.filter(pk=second.pk).update(status=Status.FAILED)  # e.g. reopened by a resend
+
+    assert dispatcher.push_entries([first.pk, third.pk], lease()) is False
+    assert simulator.requests == 0
+    assert set(OperationLog.objects.filter(pk__in=[first.pk, third.pk]).values_list("status", flat=True)) == {
+        Status.PENDING
+    }
+    assert kicks == ["global"]
+
+
 @pytest.mark.parametrize("earlier_status", [Status.SUCCEEDED, Status.CANCELLED])
 def test_push_goes_on_after_a_succeeded_or_cancelled_entry(simulator, earlier_status):
     first, second = entries(2)
