@@ -8,6 +8,8 @@ from rest_framework import exceptions, pagination, status
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from config.errors import ConflictError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
@@ -29,8 +31,10 @@ class Conflict(exceptions.APIException):
 
 
 def exception_handler(exc, context):
-    """Turn model validation errors into 400s keyed by field, and constraint races into 409s."""
-    if isinstance(exc, DjangoValidationError):
+    """Turn model validation errors into 400s keyed by field, and conflicts and constraint races into 409s."""
+    if isinstance(exc, ConflictError):
+        exc = Conflict(str(exc))
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=_validation_detail(exc))
     elif isinstance(exc, IntegrityError):
         # Validation already passed, so a concurrent request won the race for a unique value

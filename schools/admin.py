@@ -6,9 +6,11 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponseRedirect
 
 from config.api import CONCURRENT_CHANGE
+from config.errors import ConflictError
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
-from schools.scheduling import NotCancellableError, required_permission, scheduled_change_cancel
-from schools.services import RecordInUseError, delete_record, save_record
+from schools.scheduling.services import NotCancellableError, scheduled_change_cancel
+from schools.scheduling.validation import required_permission
+from schools.services import record_delete, record_save
 from sync.admin import ReadOnlyAdminMixin
 
 WRITE_REFUSED = "Nothing was saved: {reason}"
@@ -36,7 +38,7 @@ class ServiceWritesMixin:
             return view(request, *args, **kwargs)
         except ValidationError as exc:
             reason = " ".join(exc.messages)
-        except RecordInUseError as exc:
+        except ConflictError as exc:
             reason = str(exc)
         except IntegrityError:
             reason = CONCURRENT_CHANGE
@@ -44,23 +46,23 @@ class ServiceWritesMixin:
         return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
-        save_record(instance=obj, actor=request.user)
+        record_save(instance=obj, actor=request.user)
 
     def delete_model(self, request, obj):
-        delete_record(instance=obj, actor=request.user)
+        record_delete(instance=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for obj in queryset:
-                delete_record(instance=obj, actor=request.user)
+                record_delete(instance=obj, actor=request.user)
 
     def save_formset(self, request, form, formset, change):
         # commit=False fills deleted_objects, new_objects and changed_objects without writing.
         formset.save(commit=False)
         for obj in formset.deleted_objects:
-            delete_record(instance=obj, actor=request.user)
+            record_delete(instance=obj, actor=request.user)
         for obj in [*formset.new_objects, *(obj for obj, _ in formset.changed_objects)]:
-            save_record(instance=obj, actor=request.user)
+            record_save(instance=obj, actor=request.user)
         formset.save_m2m()
 
 
@@ -140,7 +142,7 @@ class ScheduledChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "resource",
         "target_id",
         "status",
-        "attempts",
+        "attempt_count",
         "created_by",
         "finished_at",
     ]

@@ -7,16 +7,14 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from config.api import Conflict
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
-from schools.scheduling import (
+from schools.scheduling.services import (
     InvalidChangesError,
-    NotCancellableError,
-    required_permission,
     scheduled_change_cancel,
     scheduled_changes_cancel,
     scheduled_changes_create,
 )
+from schools.scheduling.validation import required_permission
 from schools.serializers import (
     GradeSerializer,
     ScheduledChangeCancelResultSerializer,
@@ -27,7 +25,7 @@ from schools.serializers import (
     StudentSerializer,
     TeacherSerializer,
 )
-from schools.services import RecordInUseError, delete_record, record_create, record_update
+from schools.services import record_create, record_delete, record_update
 from sync.models import Operation, Resource
 
 
@@ -53,10 +51,7 @@ class RecordViewSet(viewsets.ModelViewSet):
         )
 
     def perform_destroy(self, instance):
-        try:
-            delete_record(instance=instance, actor=self.request.user)
-        except RecordInUseError as exc:
-            raise Conflict(str(exc)) from exc
+        record_delete(instance=instance, actor=self.request.user)
 
 
 class SchoolViewSet(RecordViewSet):
@@ -197,10 +192,7 @@ class ScheduledChangeViewSet(
 
     def perform_destroy(self, instance):
         self._check_permission(instance.resource, instance.operation)
-        try:
-            scheduled_change_cancel(change=instance, actor=self.request.user)
-        except NotCancellableError as exc:
-            raise Conflict(str(exc)) from exc
+        scheduled_change_cancel(change=instance, actor=self.request.user)
 
     def _check_permission(self, resource, operation):
         if not self.request.user.has_perm(required_permission(resource, operation)):

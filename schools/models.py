@@ -166,8 +166,15 @@ class SchoolClass(TimestampedModel):
 class Student(TimestampedModel):
     school_class = models.ForeignKey(SchoolClass, on_delete=models.PROTECT, related_name="students")
     # Derived from school_class in clean() so that the database itself enforces
-    # "student number unique within the school" (classes never change school).
-    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="students", blank=True, editable=False)
+    # "student number unique within the school".
+    school = models.ForeignKey(
+        School,
+        on_delete=models.PROTECT,
+        related_name="students",
+        blank=True,
+        editable=False,
+        help_text="The school of the student's class.",
+    )
     first_name = models.CharField(max_length=100)
     last_name = models.CharField(max_length=100)
     student_number = models.CharField(max_length=32)
@@ -200,7 +207,7 @@ class Student(TimestampedModel):
             raise ValidationError({"student_number": STUDENT_NUMBER_TAKEN})
 
 
-class ScheduledStatus(models.TextChoices):
+class ScheduledChangeStatus(models.TextChoices):
     SCHEDULED = "scheduled"
     RUNNING = "running"
     DONE = "done"
@@ -222,10 +229,11 @@ class ScheduledChange(models.Model):
     operation = models.CharField(max_length=16, choices=Operation.choices)
     target_id = models.BigIntegerField(null=True, blank=True, help_text="The record to update or delete.")
     data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    status = models.CharField(max_length=16, choices=ScheduledStatus.choices, default=ScheduledStatus.SCHEDULED)
-    # When it may run next: execute_at, later after a transient failure.
-    due_at = models.DateTimeField()
-    attempts = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=ScheduledChangeStatus.choices, default=ScheduledChangeStatus.SCHEDULED
+    )
+    due_at = models.DateTimeField(help_text="When it may run next: execute_at, later after a transient failure.")
+    attempt_count = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed it to run.")
     error = models.TextField(blank=True)
     claim_token = models.CharField(max_length=32, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -241,9 +249,13 @@ class ScheduledChange(models.Model):
     class Meta:
         ordering = ["execute_at"]
         indexes = [
-            models.Index(fields=["due_at"], name="scheduled_due", condition=models.Q(status=ScheduledStatus.SCHEDULED)),
             models.Index(
-                fields=["claimed_at"], name="scheduled_running", condition=models.Q(status=ScheduledStatus.RUNNING)
+                fields=["due_at"], name="scheduled_due", condition=models.Q(status=ScheduledChangeStatus.SCHEDULED)
+            ),
+            models.Index(
+                fields=["claimed_at"],
+                name="scheduled_running",
+                condition=models.Q(status=ScheduledChangeStatus.RUNNING),
             ),
             models.Index(fields=["execute_at"], name="scheduled_execute_at"),
         ]

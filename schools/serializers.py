@@ -51,6 +51,7 @@ class StudentSerializer(serializers.ModelSerializer):
 
 class ScheduledChangeSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    attempts = serializers.IntegerField(source="attempt_count", read_only=True)
     data = serializers.JSONField(
         required=False, default=dict, help_text="The fields, as in the immediate request's body."
     )
@@ -77,7 +78,6 @@ class ScheduledChangeSerializer(serializers.ModelSerializer):
         read_only_fields = [
             "status",
             "due_at",
-            "attempts",
             "error",
             "result_object_id",
             "created_at",

@@ -14,6 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import models, transaction
 from rest_framework import serializers
 
+from config.errors import ConflictError
 from schools.models import Grade, School, SchoolClass, Student, Teacher
 from schools.serializers import (
     GradeSerializer,
@@ -23,7 +24,7 @@ from schools.serializers import (
     TeacherSerializer,
 )
 from sync.models import DEFAULT_LANE, Operation, Resource
-from sync.recorder import lock_lane, record_operation
+from sync.recorder import entry_create, lock_lane
 
 RecordT = TypeVar("RecordT", bound=models.Model)
 Actor = AbstractBaseUser | None
@@ -42,7 +43,7 @@ RESOURCES: dict[type[models.Model], tuple[Resource, type[serializers.ModelSerial
 }
 
 
-class RecordInUseError(Exception):
+class RecordInUseError(ConflictError):
     """A delete refused because other records still reference the record."""
 
 
@@ -53,7 +54,7 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
 
 
 @transaction.atomic
-def save_record(*, instance: RecordT, actor: Actor = None) -> RecordT:
+def record_save(*, instance: RecordT, actor: Actor = None) -> RecordT:
     """Validate and save a new or changed record and record its create or update entry."""
     lock_lane(DEFAULT_LANE)
     operation = Operation.CREATE if instance._state.adding else Operation.UPDATE
@@ -64,17 +65,17 @@ def save_record(*, instance: RecordT, actor: Actor = None) -> RecordT:
 
 
 def record_create(*, model: type[RecordT], data: Mapping[str, Any], actor: Actor = None) -> RecordT:
-    return save_record(instance=model(**data), actor=actor)
+    return record_save(instance=model(**data), actor=actor)
 
 
 def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = None) -> RecordT:
     for field, value in data.items():
         setattr(instance, field, value)
-    return save_record(instance=instance, actor=actor)
+    return record_save(instance=instance, actor=actor)
 
 
 @transaction.atomic
-def delete_record(*, instance: models.Model, actor: Actor = None) -> None:
+def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
     """Delete a record nothing references any more and record its delete entry."""
     lock_lane(DEFAULT_LANE)
     payload = snapshot(instance)
@@ -90,7 +91,7 @@ def _record(
     instance: models.Model, operation: Operation, *, object_id: int, payload: dict[str, Any], actor: Actor
 ) -> None:
     resource, _ = RESOURCES[type(instance)]
-    record_operation(operation=operation, resource=resource, object_id=object_id, payload=payload, actor=actor)
+    entry_create(operation=operation, resource=resource, object_id=object_id, payload=payload, actor=actor)
 
 
 def _delete_refused_message(instance: models.Model, protected: Any) -> str:
@@ -106,21 +107,21 @@ def _delete_refused_message(instance: models.Model, protected: Any) -> str:
 
 
 def school_create(*, name: str, address: str = "", actor: Actor = None) -> School:
-    return save_record(instance=School(name=name, address=address), actor=actor)
+    return record_save(instance=School(name=name, address=address), actor=actor)
 
 
 def grade_create(*, school: School, level: int, name: str, actor: Actor = None) -> Grade:
-    return save_record(instance=Grade(school=school, level=level, name=name), actor=actor)
+    return record_save(instance=Grade(school=school, level=level, name=name), actor=actor)
 
 
 def school_class_create(
     *, grade: Grade, name: str, homeroom_teacher: Teacher | None = None, actor: Actor = None
 ) -> SchoolClass:
-    return save_record(instance=SchoolClass(grade=grade, name=name, homeroom_teacher=homeroom_teacher), actor=actor)
+    return record_save(instance=SchoolClass(grade=grade, name=name, homeroom_teacher=homeroom_teacher), actor=actor)
 
 
 def teacher_create(*, school: School, first_name: str, last_name: str, email: str, actor: Actor = None) -> Teacher:
-    return save_record(
+    return record_save(
         instance=Teacher(school=school, first_name=first_name, last_name=last_name, email=email), actor=actor
     )
 
@@ -128,7 +129,7 @@ def teacher_create(*, school: School, first_name: str, last_name: str, email: st
 def student_create(
     *, school_class: SchoolClass, first_name: str, last_name: str, student_number: str, actor: Actor = None
 ) -> Student:
-    return save_record(
+    return record_save(
         instance=Student(
             school_class=school_class, first_name=first_name, last_name=last_name, student_number=student_number
         ),

@@ -7,11 +7,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Conflict
-from sync import selectors
+from sync import overview
 from sync.models import OperationLog
 from sync.serializers import OperationLogSerializer, SyncStatusSerializer
-from sync.services import EntryStateError, entry_cancel, entry_retry
+from sync.services import entry_cancel, entry_retry
 
 
 class CanOperate(permissions.BasePermission):
@@ -48,10 +47,7 @@ class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
         return self._operate(entry_cancel)
 
     def _operate(self, service):
-        try:
-            entry = service(entry=self.get_object(), actor=self.request.user)
-        except EntryStateError as exc:
-            raise Conflict(str(exc)) from exc
+        entry = service(entry=self.get_object(), actor=self.request.user)
         return Response(self.get_serializer(entry).data)
 
 
@@ -65,4 +61,4 @@ class SyncStatusView(APIView):
 
     @extend_schema(responses=SyncStatusSerializer)
     def get(self, request):
-        return Response(SyncStatusSerializer(selectors.sync_status(timezone.now())).data)
+        return Response(SyncStatusSerializer(overview.sync_status(timezone.now())).data)

@@ -15,10 +15,10 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from sync import selectors
+from sync import overview
 from sync.client import PushResult
 from sync.health import read_health
-from sync.models import Outcome, Status
+from sync.models import EntryStatus, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +65,16 @@ def push_metrics() -> dict[str, Any]:
 
 class SyncCollector(Collector):
     def collect(self) -> Iterator:
-        counts = selectors.status_counts()
+        counts = overview.status_counts()
         entries = GaugeMetricFamily("sync_entries", "Operation log entries by status.", labels=["status"])
-        for status in Status.values:
+        for status in EntryStatus.values:
             entries.add_metric([status], counts[status])
         yield entries
 
         now = timezone.now()
         lag = GaugeMetricFamily("sync_lag_seconds", "Age of the oldest entry not yet delivered.", labels=["lane"])
         last = GaugeMetricFamily("sync_last_pushed_sequence", "Last sequence pushed successfully.", labels=["lane"])
-        for lane in selectors.lane_overview(now):
+        for lane in overview.lane_overview(now):
             lag.add_metric([lane["name"]], lane["oldest_open_age_seconds"] or 0.0)
             last.add_metric([lane["name"]], lane["last_pushed_sequence"] or 0)
         yield lag

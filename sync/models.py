@@ -17,12 +17,16 @@ class SyncLane(models.Model):
     """
 
     name = models.CharField(max_length=64, primary_key=True)
-    # The sequence the next recorded entry gets. Only ever read and advanced while the
-    # row is locked in the writing transaction, so sequence order equals commit order.
-    next_sequence = models.BigIntegerField(default=1)
-    # The chain that may push this lane, until lease_expires_at (empty when free).
-    lease_owner = models.CharField(max_length=64, blank=True, default="")
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_sequence = models.BigIntegerField(
+        default=1,
+        help_text="The sequence the next recorded entry gets; advanced only under the row lock, in commit order.",
+    )
+    lease_token = models.CharField(
+        max_length=64, blank=True, default="", help_text="The chain that may push this lane (empty when free)."
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Until when the chain holds the lease without renewing it."
+    )
     last_pushed_sequence = models.BigIntegerField(null=True, blank=True)
     last_pushed_at = models.DateTimeField(null=True, blank=True)
 
@@ -46,7 +50,9 @@ class Resource(models.TextChoices):
     STUDENTS = "students"
 
 
-class Status(models.TextChoices):
+class EntryStatus(models.TextChoices):
+    """Where an operation log entry is in its delivery."""
+
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
     SUCCEEDED = "succeeded"
@@ -55,30 +61,43 @@ class Status(models.TextChoices):
 
 
 # Entries that still hold their lane back: everything not yet succeeded or cancelled.
-OPEN_STATUSES = (Status.PENDING, Status.IN_PROGRESS, Status.FAILED)
+OPEN_STATUSES = (EntryStatus.PENDING, EntryStatus.IN_PROGRESS, EntryStatus.FAILED)
 
 
 class OperationLog(models.Model):
+    """An entry of the outbox: one committed change, to be delivered in its lane's sequence."""
+
     lane = models.ForeignKey(SyncLane, on_delete=models.PROTECT, related_name="entries", db_column="lane")
-    sequence = models.BigIntegerField()
-    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    sequence = models.BigIntegerField(help_text="The entry's place in its lane, in commit order.")
+    idempotency_key = models.UUIDField(
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
+        help_text="Sent unchanged on every attempt, so the external system applies the change once.",
+    )
     operation = models.CharField(max_length=16, choices=Operation.choices)
     resource = models.CharField(max_length=16, choices=Resource.choices)
     object_id = models.BigIntegerField()
-    # The record as the REST API showed it right after the change (before it, for a delete).
-    payload = models.JSONField(encoder=DjangoJSONEncoder)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    # While pending after a transient failure: not to be sent before this time.
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField(
+        encoder=DjangoJSONEncoder,
+        help_text="The record as the REST API showed it right after the change (before it, for a delete).",
+    )
+    status = models.CharField(max_length=16, choices=EntryStatus.choices, default=EntryStatus.PENDING)
+    attempt_count = models.PositiveIntegerField(
+        default=0, help_text="How many times the entry was claimed for sending."
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="While pending after a transient failure: not to be sent before this time."
+    )
     last_error = models.TextField(blank=True)
-    pushed_at = models.DateTimeField(null=True, blank=True)
+    pushed_at = models.DateTimeField(null=True, blank=True, help_text="When the external system accepted it.")
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="+",
+        help_text="Who made the change.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -120,7 +139,7 @@ class Outcome(models.TextChoices):
 class OperationAttempt(models.Model):
     """One try at pushing an entry to the external API."""
 
-    entry = models.ForeignKey(OperationLog, on_delete=models.CASCADE, related_name="attempt_set")
+    entry = models.ForeignKey(OperationLog, on_delete=models.CASCADE, related_name="attempts")
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices)

@@ -5,13 +5,13 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 
-from sync.dispatcher import kick
 from sync.models import DEFAULT_LANE, Operation, OperationLog, Resource, SyncLane
+from sync.wakeup import kick
 
-NOT_IN_TRANSACTION = "record_operation() must run inside the transaction.atomic() block that makes the change."
+NOT_IN_TRANSACTION = "entry_create() must run inside the transaction.atomic() block that makes the change."
 
 
-def record_operation(
+def entry_create(
     *,
     operation: Operation,
     resource: Resource,

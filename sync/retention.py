@@ -7,12 +7,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sync.models import OperationAttempt, OperationLog, Status
+from sync.models import EntryStatus, OperationAttempt, OperationLog
 
 logger = logging.getLogger(__name__)
 
 PURGE_BATCH_SIZE = 1000  # rows per delete transaction, so the purge never holds long locks
-PURGEABLE_STATUSES = (Status.SUCCEEDED, Status.CANCELLED)
+PURGEABLE_STATUSES = (EntryStatus.SUCCEEDED, EntryStatus.CANCELLED)
 
 
 def purge_closed_entries(*, now: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:

@@ -1,22 +1,21 @@
-"""Reads of the outbox shared by the dispatcher, the sweep, the admin and the API."""
+"""The sync engine's reads of the outbox: what is due next in a lane, and whether a chain holds it."""
 
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Case, Count, F, Min, OuterRef, Q, Subquery, When
+from django.db.models import Q
 
-from sync.health import read_health
-from sync.models import OPEN_STATUSES, OperationLog, Status, SyncLane
+from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
 
 
 def blocks_on_failure() -> bool:
+    """Whether a permanently failed entry holds its lane until an operator acts (the default)."""
     return settings.SYNC_ON_PERMANENT_FAILURE == "block"
 
 
 def holding_statuses() -> tuple[str, ...]:
     """Statuses of entries that keep later entries of their lane from being sent."""
-    return OPEN_STATUSES if blocks_on_failure() else (Status.PENDING, Status.IN_PROGRESS)
+    return OPEN_STATUSES if blocks_on_failure() else (EntryStatus.PENDING, EntryStatus.IN_PROGRESS)
 
 
 def due_entries(lane: str, now: datetime, limit: int) -> list[int]:
@@ -28,115 +27,17 @@ def due_entries(lane: str, now: datetime, limit: int) -> list[int]:
     )
     due = []
     for pk, status, next_attempt_at in head:
-        if status == Status.FAILED or (next_attempt_at is not None and next_attempt_at > now):
+        if status == EntryStatus.FAILED or (next_attempt_at is not None and next_attempt_at > now):
             break
         due.append(pk)
     return due
 
 
 def has_due_work(lane: str, now: datetime) -> bool:
+    """Whether the lane has an entry that may be sent now."""
     return bool(due_entries(lane, now, limit=1))
 
 
 def lane_has_live_lease(lane: str, now: datetime) -> bool:
-    return SyncLane.objects.filter(Q(pk=lane) & ~Q(lease_owner="") & Q(lease_expires_at__gt=now)).exists()
-
-
-# --- Overview: the status API, the dashboard and the metrics ---------------------------
-
-HISTORY_HOURS = 24
-
-
-def status_counts() -> dict[str, int]:
-    counts = dict.fromkeys(Status.values, 0)
-    counts.update(OperationLog.objects.order_by().values_list("status").annotate(n=Count("pk")))
-    return counts
-
-
-def lane_overview(now: datetime) -> list[dict[str, Any]]:
-    """Every lane with its progress, lag and, when the lane is blocked, its failed head entry."""
-    head = OperationLog.objects.filter(lane=OuterRef("pk"), status__in=holding_statuses()).order_by("sequence")
-    lanes = list(
-        SyncLane.objects.order_by("name").annotate(
-            head_id=Subquery(head.values("pk")[:1]), head_created_at=Subquery(head.values("created_at")[:1])
-        )
-    )
-    failed_heads = OperationLog.objects.in_bulk([lane.head_id for lane in lanes if lane.head_id is not None])
-    return [
-        {
-            "name": lane.name,
-            "next_sequence": lane.next_sequence,
-            "last_pushed_sequence": lane.last_pushed_sequence,
-            "last_pushed_at": lane.last_pushed_at,
-            "lease_active": bool(lane.lease_owner and lane.lease_expires_at and lane.lease_expires_at > now),
-            "oldest_open_age_seconds": (
-                round((now - lane.head_created_at).total_seconds(), 3) if lane.head_created_at else None
-            ),
-            "blocked_by": _failed(failed_heads.get(lane.head_id)),
-        }
-        for lane in lanes
-    ]
-
-
-def _failed(entry: OperationLog | None) -> OperationLog | None:
-    return entry if entry is not None and entry.status == Status.FAILED else None
-
-
-def pushes_since(since: datetime) -> int:
-    # updated_at >= pushed_at, so the updated_at index narrows the scan.
-    return OperationLog.objects.filter(updated_at__gte=since, pushed_at__gte=since).count()
-
-
-def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
-    """Per hour over the last day: pushes made, and the lag (age of the oldest open entry) at its end.
-
-    Derived from the entries themselves in one query: an entry is open from its creation
-    until it succeeded (pushed_at) or was cancelled (updated_at).
-    """
-    start = now - timedelta(hours=hours)
-    ends = [start + timedelta(hours=index + 1) for index in range(hours)]
-    closed_at = Case(
-        When(status=Status.SUCCEEDED, then=F("pushed_at")),
-        When(status=Status.CANCELLED, then=F("updated_at")),
-        default=None,
-    )
-    if not blocks_on_failure():
-        closed_at = Case(When(status=Status.FAILED, then=F("updated_at")), default=closed_at)
-    aggregates = {}
-    for index, end in enumerate(ends):
-        aggregates[f"pushes_{index}"] = Count(
-            "pk", filter=Q(pushed_at__gt=end - timedelta(hours=1), pushed_at__lte=end)
-        )
-        aggregates[f"oldest_{index}"] = Min(
-            "created_at", filter=Q(created_at__lte=end) & (Q(closed_at__isnull=True) | Q(closed_at__gt=end))
-        )
-    row = (
-        OperationLog.objects.filter(Q(updated_at__gte=start) | Q(status__in=OPEN_STATUSES))
-        .annotate(closed_at=closed_at)
-        .aggregate(**aggregates)
-    )
-    return [
-        {
-            "end": end,
-            "pushes": row[f"pushes_{index}"],
-            "lag_seconds": (end - row[f"oldest_{index}"]).total_seconds() if row[f"oldest_{index}"] else 0.0,
-        }
-        for index, end in enumerate(ends)
-    ]
-
-
-def sync_status(now: datetime) -> dict[str, Any]:
-    """What GET /api/sync/status/ returns; the dashboard shows the same numbers."""
-    lanes = lane_overview(now)
-    ages = [lane["oldest_open_age_seconds"] for lane in lanes if lane["oldest_open_age_seconds"] is not None]
-    pushed = [lane for lane in lanes if lane["last_pushed_at"] is not None]
-    latest = max(pushed, key=lambda lane: lane["last_pushed_at"], default=None)
-    return {
-        "counts": status_counts(),
-        "last_pushed_sequence": latest["last_pushed_sequence"] if latest else None,
-        "last_pushed_at": latest["last_pushed_at"] if latest else None,
-        "oldest_pending_age_seconds": max(ages, default=None),
-        "pushes_last_hour": pushes_since(now - timedelta(hours=1)),
-        "external": read_health(),
-        "lanes": lanes,
-    }
+    """Whether a chain holds the lane's lease and will pick new entries up by itself."""
+    return SyncLane.objects.filter(Q(pk=lane) & ~Q(lease_token="") & Q(lease_expires_at__gt=now)).exists()

@@ -8,6 +8,7 @@ from sync.models import OperationLog
 class OperationLogSerializer(serializers.ModelSerializer):
     lane = serializers.CharField(source="lane_id", read_only=True)
     actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    attempts = serializers.IntegerField(source="attempt_count", read_only=True)
 
     class Meta:
         model = OperationLog
@@ -56,7 +57,7 @@ class BlockingEntrySerializer(serializers.Serializer):
     operation = serializers.CharField()
     resource = serializers.CharField()
     object_id = serializers.IntegerField()
-    attempts = serializers.IntegerField()
+    attempts = serializers.IntegerField(source="attempt_count")
     last_error = serializers.CharField()
 
 

@@ -6,8 +6,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from sync.dispatcher import kick
-from sync.models import DEFAULT_LANE, OperationLog, Status
+from config.errors import ConflictError
+from sync.models import DEFAULT_LANE, EntryStatus, OperationLog
+from sync.wakeup import kick
 
 logger = logging.getLogger(__name__)
 
@@ -17,29 +18,33 @@ RETRY_NOT_ALLOWED = (
 CANCEL_NOT_ALLOWED = "Only a pending or failed entry can be cancelled; this one is {status}."
 
 
-class EntryStateError(Exception):
+class EntryStateError(ConflictError):
     """The entry's status does not allow the requested action."""
 
 
 def entry_retry(*, entry: OperationLog, actor: AbstractBaseUser | None = None) -> OperationLog:
     """Make a failed (or backing-off) entry due now; the lane resumes with it."""
-    return _transition(entry, (Status.FAILED, Status.PENDING), Status.PENDING, RETRY_NOT_ALLOWED, actor, "retried")
+    return _transition(
+        entry, (EntryStatus.FAILED, EntryStatus.PENDING), EntryStatus.PENDING, RETRY_NOT_ALLOWED, actor, "retried"
+    )
 
 
 def entry_cancel(*, entry: OperationLog, actor: AbstractBaseUser | None = None) -> OperationLog:
     """Give up on an entry that was not sent; the lane goes on after it."""
-    return _transition(entry, (Status.PENDING, Status.FAILED), Status.CANCELLED, CANCEL_NOT_ALLOWED, actor, "cancelled")
+    return _transition(
+        entry, (EntryStatus.PENDING, EntryStatus.FAILED), EntryStatus.CANCELLED, CANCEL_NOT_ALLOWED, actor, "cancelled"
+    )
 
 
 def entries_resend(*, from_sequence: int, lane: str = DEFAULT_LANE, to_sequence: int | None = None) -> int:
     """Queue sent (or failed) entries again, in order, with their original idempotency keys."""
     entries = OperationLog.objects.filter(
-        lane_id=lane, sequence__gte=from_sequence, status__in=(Status.SUCCEEDED, Status.FAILED)
+        lane_id=lane, sequence__gte=from_sequence, status__in=(EntryStatus.SUCCEEDED, EntryStatus.FAILED)
     )
     if to_sequence is not None:
         entries = entries.filter(sequence__lte=to_sequence)
     with transaction.atomic():
-        count = entries.update(status=Status.PENDING, next_attempt_at=None, updated_at=timezone.now())
+        count = entries.update(status=EntryStatus.PENDING, next_attempt_at=None, updated_at=timezone.now())
         transaction.on_commit(lambda: kick(lane), robust=True)
     logger.info("resend lane=%s from_sequence=%s to_sequence=%s entries=%s", lane, from_sequence, to_sequence, count)
     return count

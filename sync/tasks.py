@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from sync import dispatcher, health, retention
+from sync import dispatcher, health, retention, runs
 
 
 @shared_task(name="sync.dispatch")
@@ -13,7 +13,7 @@ def dispatch(lane: str, lease_token: str | None = None) -> None:
 
 @shared_task(name="sync.push")
 def push(entry_ids: list[int], lease_token: str) -> None:
-    if not dispatcher.push_entries(entry_ids, lease_token):
+    if not runs.push_run(entry_ids, lease_token).chain_goes_on:
         raise Ignore()  # ends the chain without running its remaining links
 
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sync import charts, metrics, selectors
-from sync.models import OperationLog, Status
+from sync import charts, metrics, overview
+from sync.models import EntryStatus, OperationLog
 from sync.services import EntryStateError, entry_cancel, entry_retry
 
 OPERATOR_ACTIONS = {"retry": entry_retry, "cancel": entry_cancel}
@@ -22,14 +22,14 @@ OPERATOR_ACTIONS = {"retry": entry_retry, "cancel": entry_cancel}
 
 def dashboard(request: HttpRequest, admin_context: dict) -> TemplateResponse:
     now = timezone.now()
-    status = selectors.sync_status(now)
+    status = overview.sync_status(now)
     context = {
         **admin_context,
         "title": "Sync dashboard",
         "status": status,
-        "statuses": [(value, label, status["counts"][value]) for value, label in Status.choices],
+        "statuses": [(value, label, status["counts"][value]) for value, label in EntryStatus.choices],
         "lag": charts.format_seconds(status["oldest_pending_age_seconds"]),
-        "chart": charts.history_chart(selectors.history(now)),
+        "chart": charts.history_chart(overview.history(now)),
         "blocked_lanes": [lane for lane in status["lanes"] if lane["blocked_by"] is not None],
         "can_retry": request.user.has_perm("sync.retry_operationlog"),
         "can_cancel": request.user.has_perm("sync.cancel_operationlog"),

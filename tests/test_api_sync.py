@@ -2,7 +2,7 @@
 
 import pytest
 
-from schools.services import delete_record, record_update
+from schools.services import record_delete, record_update
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
 
@@ -14,7 +14,7 @@ def history():
     school = SchoolFactory(name="Logged")
     record_update(instance=school, data={"address": "New road"})
     other = SchoolFactory(name="Gone")
-    delete_record(instance=other)
+    record_delete(instance=other)
     return school
 
 

@@ -8,8 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from sync import dispatcher
-from sync.models import OperationAttempt, OperationLog, Outcome, Status, SyncLane
+from sync import dispatcher, lease, runs, selectors, wakeup
+from sync.models import EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
+from sync.runs import RunResult
 from tests.factories import SchoolFactory
 from tests.simulated import running_simulator
 
@@ -28,7 +29,7 @@ def simulator(settings):
 def kicks(monkeypatch):
     """Lanes the code under test asked the dispatcher to wake up (publishing is the broker's job)."""
     kicked = []
-    monkeypatch.setattr(dispatcher, "kick", kicked.append)
+    monkeypatch.setattr(wakeup, "kick", kicked.append)
     return kicked
 
 
@@ -44,7 +45,7 @@ def scheduled(monkeypatch):
         def apply_async(self, countdown=None, **options):
             calls.append((self.args, countdown))
 
-    monkeypatch.setattr(dispatcher, "signature", lambda name, args, **kw: Recorder(name, args))
+    monkeypatch.setattr(wakeup, "signature", lambda name, args, **kw: Recorder(name, args))
     return calls
 
 
@@ -54,70 +55,70 @@ def entries(count=1):
     return list(OperationLog.objects.order_by("sequence"))
 
 
-def lease(token="chain-1"):
-    assert dispatcher._acquire_lease("global", token)
+def take_lease(token="chain-1"):
+    assert lease.acquire("global", token)
     return token
 
 
 def test_push_sends_the_entry_and_records_success(simulator):
     [entry] = entries()
-    assert dispatcher.push_entries([entry.pk], lease()) is True
+    assert runs.push_run([entry.pk], take_lease()) == RunResult.SENT
 
     entry.refresh_from_db()
-    assert (entry.status, entry.attempts, entry.last_error) == (Status.SUCCEEDED, 1, "")
+    assert (entry.status, entry.attempt_count, entry.last_error) == (EntryStatus.SUCCEEDED, 1, "")
     assert entry.pushed_at is not None
-    [attempt] = entry.attempt_set.all()
+    [attempt] = entry.attempts.all()
     assert (attempt.outcome, attempt.status_code) == (Outcome.SUCCESS, 201)
     lane = SyncLane.objects.get(pk="global")
-    assert (lane.last_pushed_sequence, lane.lease_owner) == (entry.sequence, "chain-1")
+    assert (lane.last_pushed_sequence, lane.lease_token) == (entry.sequence, "chain-1")
     assert simulator.applied[0]["key"] == str(entry.idempotency_key)
 
 
 def test_push_without_the_lease_sends_nothing(simulator):
     [entry] = entries()
-    lease("someone-else")
-    assert dispatcher.push_entries([entry.pk], "chain-1") is False
+    take_lease("someone-else")
+    assert runs.push_run([entry.pk], "chain-1") == RunResult.LEASE_LOST
     assert simulator.requests == 0
     entry.refresh_from_db()
-    assert (entry.status, entry.attempts) == (Status.PENDING, 0)
+    assert (entry.status, entry.attempt_count) == (EntryStatus.PENDING, 0)
 
 
-@pytest.mark.parametrize("earlier_status", [Status.PENDING, Status.IN_PROGRESS, Status.FAILED])
+@pytest.mark.parametrize("earlier_status", [EntryStatus.PENDING, EntryStatus.IN_PROGRESS, EntryStatus.FAILED])
 def test_push_never_overtakes_an_open_earlier_entry(simulator, kicks, earlier_status):
     first, second = entries(2)
-    token = lease()
+    token = take_lease()
     OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
 
-    assert dispatcher.push_entries([second.pk], token) is False
+    assert runs.push_run([second.pk], token) == RunResult.OUT_OF_ORDER
     assert simulator.requests == 0
-    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert SyncLane.objects.get(pk="global").lease_token == ""
     assert kicks == ["global"]
 
 
 def test_a_run_never_overtakes_an_open_entry_between_its_own(simulator, kicks):
     first, second, third = entries(3)
-    OperationLog.objects.filter(pk=second.pk).update(status=Status.FAILED)  # e.g. reopened by a resend
+    OperationLog.objects.filter(pk=second.pk).update(status=EntryStatus.FAILED)  # e.g. reopened by a resend
 
-    assert dispatcher.push_entries([first.pk, third.pk], lease()) is False
+    assert runs.push_run([first.pk, third.pk], take_lease()) == RunResult.OUT_OF_ORDER
     assert simulator.requests == 0
     assert set(OperationLog.objects.filter(pk__in=[first.pk, third.pk]).values_list("status", flat=True)) == {
-        Status.PENDING
+        EntryStatus.PENDING
     }
     assert kicks == ["global"]
 
 
-@pytest.mark.parametrize("earlier_status", [Status.SUCCEEDED, Status.CANCELLED])
+@pytest.mark.parametrize("earlier_status", [EntryStatus.SUCCEEDED, EntryStatus.CANCELLED])
 def test_push_goes_on_after_a_succeeded_or_cancelled_entry(simulator, earlier_status):
     first, second = entries(2)
     OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
-    assert dispatcher.push_entries([second.pk], lease()) is True
+    assert runs.push_run([second.pk], take_lease()) == RunResult.SENT
     assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
 
 
 def test_a_cancelled_entry_is_skipped_and_the_chain_goes_on(simulator):
     [entry] = entries()
-    OperationLog.objects.filter(pk=entry.pk).update(status=Status.CANCELLED)
-    assert dispatcher.push_entries([entry.pk], lease()) is True
+    OperationLog.objects.filter(pk=entry.pk).update(status=EntryStatus.CANCELLED)
+    assert runs.push_run([entry.pk], take_lease()) == RunResult.NOTHING_TO_SEND
     assert simulator.requests == 0
 
 
@@ -126,71 +127,71 @@ def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(s
     simulator.configure(script=["error"], retry_after=120)
     before = timezone.now()
 
-    assert dispatcher.push_entries([entry.pk], lease()) is False
+    assert runs.push_run([entry.pk], take_lease()) == RunResult.RETRY_LATER
 
     entry.refresh_from_db()
-    assert entry.status == Status.PENDING
-    assert entry.attempts == 1
+    assert entry.status == EntryStatus.PENDING
+    assert entry.attempt_count == 1
     assert entry.next_attempt_at >= before + timedelta(seconds=120)  # Retry-After honoured
     assert entry.last_error.startswith("HTTP 503")
-    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert SyncLane.objects.get(pk="global").lease_token == ""
     [(args, countdown)] = scheduled
     assert args == ("global",)  # a fresh dispatch: the lease was released
     assert countdown >= 120
-    assert entry.attempt_set.get().outcome == Outcome.TRANSIENT
+    assert entry.attempts.get().outcome == Outcome.TRANSIENT
 
 
 def test_a_permanent_failure_blocks_the_lane_by_default(simulator):
     first, _ = entries(2)
     simulator.configure(script=["reject"])
 
-    assert dispatcher.push_entries([first.pk], lease()) is False
+    assert runs.push_run([first.pk], take_lease()) == RunResult.BLOCKED
 
     first.refresh_from_db()
-    assert (first.status, first.last_error[:8]) == (Status.FAILED, "HTTP 400")
-    assert SyncLane.objects.get(pk="global").lease_owner == ""
-    assert not dispatcher.selectors.has_due_work("global", timezone.now())
+    assert (first.status, first.last_error[:8]) == (EntryStatus.FAILED, "HTTP 400")
+    assert SyncLane.objects.get(pk="global").lease_token == ""
+    assert not selectors.has_due_work("global", timezone.now())
 
 
 def test_a_permanent_failure_can_be_skipped_by_setting(simulator, settings):
     settings.SYNC_ON_PERMANENT_FAILURE = "skip"
     first, second = entries(2)
     simulator.configure(script=["reject"])
-    token = lease()
-    assert dispatcher.push_entries([first.pk], token) is True
-    assert dispatcher.push_entries([second.pk], token) is True
+    token = take_lease()
+    assert runs.push_run([first.pk], token) == RunResult.SENT
+    assert runs.push_run([second.pk], token) == RunResult.SENT
     assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
 
 
 def test_due_entries_stop_at_a_failed_or_waiting_entry():
     first, second, third = entries(3)
     now = timezone.now()
-    assert dispatcher.selectors.due_entries("global", now, limit=10) == [first.pk, second.pk, third.pk]
-    assert dispatcher.selectors.due_entries("global", now, limit=2) == [first.pk, second.pk]
+    assert selectors.due_entries("global", now, limit=10) == [first.pk, second.pk, third.pk]
+    assert selectors.due_entries("global", now, limit=2) == [first.pk, second.pk]
 
     OperationLog.objects.filter(pk=second.pk).update(next_attempt_at=now + timedelta(seconds=30))
-    assert dispatcher.selectors.due_entries("global", now, limit=10) == [first.pk]
+    assert selectors.due_entries("global", now, limit=10) == [first.pk]
 
-    OperationLog.objects.filter(pk=first.pk).update(status=Status.FAILED)
-    assert dispatcher.selectors.due_entries("global", now, limit=10) == []
+    OperationLog.objects.filter(pk=first.pk).update(status=EntryStatus.FAILED)
+    assert selectors.due_entries("global", now, limit=10) == []
 
 
 def test_only_one_lease_at_a_time_until_it_expires(settings):
     SyncLane.objects.get_or_create(pk="global")
-    assert dispatcher._acquire_lease("global", "a")
-    assert not dispatcher._acquire_lease("global", "b")
-    assert dispatcher._renew_lease("a")
-    assert not dispatcher._renew_lease("b")
+    assert lease.acquire("global", "a")
+    assert not lease.acquire("global", "b")
+    assert lease.renew("a")
+    assert not lease.renew("b")
 
     SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert dispatcher._acquire_lease("global", "b")
-    assert not dispatcher._renew_lease("a")
+    assert lease.acquire("global", "b")
+    assert not lease.renew("a")
 
 
 def test_sweep_expires_a_dead_lease_and_reopens_its_entry(kicks):
     [entry] = entries()
-    lease("dead-chain")
-    OperationLog.objects.filter(pk=entry.pk).update(status=Status.IN_PROGRESS)
+    take_lease("dead-chain")
+    OperationLog.objects.filter(pk=entry.pk).update(status=EntryStatus.IN_PROGRESS)
 
     assert dispatcher.sweep() == []  # the lease is still live: its chain carries on
     assert kicks == []
@@ -198,8 +199,8 @@ def test_sweep_expires_a_dead_lease_and_reopens_its_entry(kicks):
     SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert dispatcher.sweep() == ["global"]
     entry.refresh_from_db()
-    assert entry.status == Status.PENDING
-    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert entry.status == EntryStatus.PENDING
+    assert SyncLane.objects.get(pk="global").lease_token == ""
     assert kicks == ["global"]
 
 
@@ -224,23 +225,23 @@ def test_retry_delay_grows_exponentially_with_jitter_and_a_cap(settings, attempt
     settings.SYNC_RETRY_BASE_SECONDS = 1
     settings.SYNC_RETRY_MAX_SECONDS = 60
     ceiling = min(60, 2 ** (attempts - 1))
-    delays = {dispatcher.retry_delay(attempts, None) for _ in range(50)}
+    delays = {runs.retry_delay(attempts, None) for _ in range(50)}
     assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
     assert len(delays) > 1  # jittered
 
 
 def test_retry_delay_honours_retry_after_up_to_an_hour(settings):
     settings.SYNC_RETRY_BASE_SECONDS = 1
-    assert dispatcher.retry_delay(1, 30) == 30
-    assert dispatcher.retry_delay(1, 10**6) == dispatcher.MAX_RETRY_AFTER_SECONDS
+    assert runs.retry_delay(1, 30) == 30
+    assert runs.retry_delay(1, 10**6) == runs.MAX_RETRY_AFTER_SECONDS
 
 
 def test_each_attempt_is_kept(simulator, scheduled):
     [entry] = entries()
     simulator.configure(script=["error"])
-    dispatcher.push_entries([entry.pk], lease("a"))
+    runs.push_run([entry.pk], take_lease("a"))
     OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
-    dispatcher.push_entries([entry.pk], lease("b"))
+    runs.push_run([entry.pk], take_lease("b"))
     outcomes = list(OperationAttempt.objects.filter(entry=entry).values_list("outcome", flat=True))
     assert outcomes == [Outcome.TRANSIENT, Outcome.SUCCESS]
 
@@ -249,9 +250,9 @@ def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, sched
     [entry] = entries()
     simulator.configure(script=["error"])
     with caplog.at_level("INFO", logger="sync.dispatcher"):
-        dispatcher.push_entries([entry.pk], lease("a"))
+        runs.push_run([entry.pk], take_lease("a"))
         OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
-        dispatcher.push_entries([entry.pk], lease("b"))
+        runs.push_run([entry.pk], take_lease("b"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("push ")]
     assert len(lines) == 2
     for line, outcome in zip(lines, ("transient", "success"), strict=True):
@@ -262,47 +263,47 @@ def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, sched
 
 def test_a_run_sends_its_entries_in_order_and_records_them_in_one_commit(simulator):
     single, *run = entries(4)
-    token = lease()
+    token = take_lease()
     with CaptureQueriesContext(connection) as one:
-        assert dispatcher.push_entries([single.pk], token) is True
+        assert runs.push_run([single.pk], token) == RunResult.SENT
     with CaptureQueriesContext(connection) as three:
-        assert dispatcher.push_entries([entry.pk for entry in run], token) is True
+        assert runs.push_run([entry.pk for entry in run], token) == RunResult.SENT
     assert len(three) == len(one)  # one claim and one record, whatever the run's length
 
     assert [a["key"] for a in simulator.applied] == [str(entry.idempotency_key) for entry in [single, *run]]
-    assert set(OperationLog.objects.values_list("status", "attempts")) == {(Status.SUCCEEDED, 1)}
+    assert set(OperationLog.objects.values_list("status", "attempt_count")) == {(EntryStatus.SUCCEEDED, 1)}
     assert OperationAttempt.objects.filter(outcome=Outcome.SUCCESS).count() == 4
     lane = SyncLane.objects.get(pk="global")
-    assert (lane.last_pushed_sequence, lane.lease_owner) == (run[-1].sequence, token)
+    assert (lane.last_pushed_sequence, lane.lease_token) == (run[-1].sequence, token)
 
 
 def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simulator, scheduled):
     first, second, third = entries(3)
     simulator.configure(script=["ok", "error"])
 
-    assert dispatcher.push_entries([first.pk, second.pk, third.pk], lease()) is False
+    assert runs.push_run([first.pk, second.pk, third.pk], take_lease()) == RunResult.RETRY_LATER
 
     statuses = dict(OperationLog.objects.values_list("pk", "status"))
-    assert statuses == {first.pk: Status.SUCCEEDED, second.pk: Status.PENDING, third.pk: Status.PENDING}
+    assert statuses == {first.pk: EntryStatus.SUCCEEDED, second.pk: EntryStatus.PENDING, third.pk: EntryStatus.PENDING}
     third.refresh_from_db()
-    assert (third.attempts, third.next_attempt_at) == (0, None)  # never sent: its claim is undone
+    assert (third.attempt_count, third.next_attempt_at) == (0, None)  # never sent: its claim is undone
     assert OperationLog.objects.get(pk=second.pk).next_attempt_at is not None
     assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
-    assert SyncLane.objects.get(pk="global").lease_owner == ""
+    assert SyncLane.objects.get(pk="global").lease_token == ""
     assert [args for args, _ in scheduled] == [("global",)]
 
 
 def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(simulator, scheduled, settings):
     settings.SYNC_RUN_SECONDS = 0
     first, second = entries(2)
-    token = lease()
+    token = take_lease()
 
-    assert dispatcher.push_entries([first.pk, second.pk], token) is False
+    assert runs.push_run([first.pk, second.pk], token) == RunResult.HANDED_OVER
 
     assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
     second.refresh_from_db()
-    assert (second.status, second.attempts) == (Status.PENDING, 0)
-    assert SyncLane.objects.get(pk="global").lease_owner == token
+    assert (second.status, second.attempt_count) == (EntryStatus.PENDING, 0)
+    assert SyncLane.objects.get(pk="global").lease_token == token
     assert scheduled == [(("global", token), None)]  # the same lease goes on
 
 
@@ -310,10 +311,10 @@ def test_a_skipped_permanent_failure_lets_the_run_go_on(simulator, settings):
     settings.SYNC_ON_PERMANENT_FAILURE = "skip"
     first, second = entries(2)
     simulator.configure(script=["reject"])
-    assert dispatcher.push_entries([first.pk, second.pk], lease()) is True
+    assert runs.push_run([first.pk, second.pk], take_lease()) == RunResult.SENT
     assert dict(OperationLog.objects.values_list("pk", "status")) == {
-        first.pk: Status.FAILED,
-        second.pk: Status.SUCCEEDED,
+        first.pk: EntryStatus.FAILED,
+        second.pk: EntryStatus.SUCCEEDED,
     }
 
 
@@ -321,14 +322,14 @@ def test_dispatch_pushes_the_first_run_itself_and_chains_the_rest(simulator, mon
     published = []
     publish = SimpleNamespace(apply_async=dict)
     monkeypatch.setattr(dispatcher, "chain", lambda *links: published.append(links) or publish)
-    run = entries(dispatcher.RUN_LENGTH + 1)
+    run = entries(runs.RUN_LENGTH + 1)
 
     dispatcher.dispatch_lane("global")
 
-    first_run = run[: dispatcher.RUN_LENGTH]
+    first_run = run[: runs.RUN_LENGTH]
     assert [a["key"] for a in simulator.applied] == [str(entry.idempotency_key) for entry in first_run]
     [links] = published
-    token = SyncLane.objects.get(pk="global").lease_owner
+    token = SyncLane.objects.get(pk="global").lease_token
     assert [(link.task, link.args) for link in links] == [
         ("sync.push", ([run[-1].pk], token)),
         ("sync.dispatch", ("global", token)),
@@ -339,24 +340,24 @@ def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled)
     from sync.client import PushResult
 
     [entry] = entries()
-    token = lease("chain-a")
-    claim, run = dispatcher._claim_run([entry.pk], token)  # chain A claims the entry and sends attempt 1
-    assert claim == dispatcher._Claim.READY
+    token = take_lease("chain-a")
+    refusal, run = runs.claim_run([entry.pk], token)  # chain A claims the entry and sends attempt 1
+    assert refusal is None
 
     # Meanwhile A stalled past its lease; chain B took the lane over, claimed the entry again
     # (attempt 2) and is sending it.
     SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now())
-    assert dispatcher._acquire_lease("global", "chain-b")
-    assert dispatcher._claim_run([entry.pk], "chain-b")[0] == dispatcher._Claim.READY
+    assert lease.acquire("global", "chain-b")
+    assert runs.claim_run([entry.pk], "chain-b")[0] is None
     for result in (
         PushResult(Outcome.SUCCESS, status_code=201),
         PushResult(Outcome.TRANSIENT, error="timed out"),
         PushResult(Outcome.PERMANENT, status_code=400, error="HTTP 400"),
     ):
-        sent = [dispatcher._Sent(run[0], result, timezone.now())]
-        assert dispatcher._record_run(run, sent, token) is False
+        sent = [runs.SentEntry(run[0], result, timezone.now())]
+        assert runs.record_run(run, sent, token) == RunResult.LEASE_LOST
         entry.refresh_from_db()
-        assert (entry.status, entry.attempts) == (Status.IN_PROGRESS, 2)  # B's claim stands
-        assert SyncLane.objects.get(pk="global").lease_owner == "chain-b"
+        assert (entry.status, entry.attempt_count) == (EntryStatus.IN_PROGRESS, 2)  # B's claim stands
+        assert SyncLane.objects.get(pk="global").lease_token == "chain-b"
     assert scheduled == []
     assert OperationAttempt.objects.filter(entry=entry).count() == 3  # A's attempts are still on record

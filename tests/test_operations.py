@@ -11,7 +11,7 @@ from django_celery_beat.models import PeriodicTask
 
 from sync import health, metrics, retention
 from sync.client import PushResult
-from sync.models import OperationAttempt, OperationLog, Outcome, Status, SyncLane
+from sync.models import EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
 from tests.factories import SchoolFactory, UserFactory, bulk_entries
 from tests.simulated import running_simulator
 
@@ -40,10 +40,12 @@ def test_periodic_jobs_are_in_the_database_with_expiry():
 
 def test_purge_deletes_only_old_closed_entries_and_their_attempts(settings):
     settings.SYNC_RETENTION_DAYS = 30
-    old_succeeded = bulk_entries(3, Status.SUCCEEDED)
-    old_cancelled = bulk_entries(2, Status.CANCELLED)
-    old_open = [bulk_entries(1, status)[0] for status in (Status.PENDING, Status.IN_PROGRESS, Status.FAILED)]
-    recent_succeeded = bulk_entries(2, Status.SUCCEEDED)
+    old_succeeded = bulk_entries(3, EntryStatus.SUCCEEDED)
+    old_cancelled = bulk_entries(2, EntryStatus.CANCELLED)
+    old_open = [
+        bulk_entries(1, status)[0] for status in (EntryStatus.PENDING, EntryStatus.IN_PROGRESS, EntryStatus.FAILED)
+    ]
+    recent_succeeded = bulk_entries(2, EntryStatus.SUCCEEDED)
     age([*old_succeeded, *old_cancelled, *old_open], days=31)
     age(recent_succeeded, days=29)
     for entry in [*old_succeeded, *recent_succeeded]:
@@ -63,7 +65,7 @@ def test_purge_deletes_only_old_closed_entries_and_their_attempts(settings):
 
 
 def test_purge_with_nothing_to_do():
-    bulk_entries(2, Status.SUCCEEDED)
+    bulk_entries(2, EntryStatus.SUCCEEDED)
     assert retention.purge_closed_entries() == 0
     assert OperationLog.objects.count() == 2
 
@@ -131,12 +133,12 @@ def test_a_broken_cache_breaks_no_page(broken_cache, reader_client, client, sett
     assert client.get("/metrics").status_code == 200
 
 
-# --- Status API and dashboard -------------------------------------------------------
+# --- EntryStatus API and dashboard -------------------------------------------------------
 
 
 def test_status_api_reports_counts_lag_progress_and_health(reader_client):
-    sent = bulk_entries(3, Status.SUCCEEDED, pushed_at=timezone.now())
-    bulk_entries(1, Status.FAILED, last_error="HTTP 400: bad", attempts=1)
+    sent = bulk_entries(3, EntryStatus.SUCCEEDED, pushed_at=timezone.now())
+    bulk_entries(1, EntryStatus.FAILED, last_error="HTTP 400: bad", attempt_count=1)
     waiting = bulk_entries(2)
     OperationLog.objects.filter(pk=waiting[0].pk).update(created_at=timezone.now() - timedelta(minutes=5))
     SyncLane.objects.filter(pk="global").update(last_pushed_sequence=sent[-1].sequence, last_pushed_at=timezone.now())
@@ -158,8 +160,8 @@ def test_status_api_needs_a_signed_in_user(anon_client):
 
 @pytest.mark.parametrize("entries", [0, 5, 3000])
 def test_status_api_and_dashboard_use_a_bounded_number_of_queries(reader_client, client, entries):
-    bulk_entries(entries // 3, Status.SUCCEEDED, pushed_at=timezone.now() - timedelta(hours=2))
-    bulk_entries(entries // 3, Status.CANCELLED)
+    bulk_entries(entries // 3, EntryStatus.SUCCEEDED, pushed_at=timezone.now() - timedelta(hours=2))
+    bulk_entries(entries // 3, EntryStatus.CANCELLED)
     bulk_entries(entries - 2 * (entries // 3))
     staff = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(staff)
@@ -177,7 +179,7 @@ def test_status_api_and_dashboard_use_a_bounded_number_of_queries(reader_client,
 def test_dashboard_shows_the_blocked_lane_and_its_buttons_work(client):
     SchoolFactory()
     head = OperationLog.objects.get()
-    OperationLog.objects.filter(pk=head.pk).update(status=Status.FAILED, last_error="HTTP 422: key reused")
+    OperationLog.objects.filter(pk=head.pk).update(status=EntryStatus.FAILED, last_error="HTTP 422: key reused")
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
 
     page = client.get("/admin/sync/operationlog/dashboard/").content.decode()
@@ -187,20 +189,20 @@ def test_dashboard_shows_the_blocked_lane_and_its_buttons_work(client):
     response = client.post(f"/admin/sync/operationlog/dashboard/{head.pk}/retry/")
     assert response.status_code == 302
     head.refresh_from_db()
-    assert head.status == Status.PENDING
+    assert head.status == EntryStatus.PENDING
     assert "None: every lane is moving." in client.get("/admin/sync/operationlog/dashboard/").content.decode()
 
 
 def test_dashboard_actions_need_their_permission(client):
     SchoolFactory()
     head = OperationLog.objects.get()
-    OperationLog.objects.filter(pk=head.pk).update(status=Status.FAILED)
+    OperationLog.objects.filter(pk=head.pk).update(status=EntryStatus.FAILED)
     client.force_login(UserFactory(is_staff=True, permissions=["sync.view_operationlog"]))
     page = client.get("/admin/sync/operationlog/dashboard/")
     assert page.status_code == 200
     assert "/retry/" not in page.content.decode()
     assert client.post(f"/admin/sync/operationlog/dashboard/{head.pk}/cancel/").status_code == 403
-    assert OperationLog.objects.get().status == Status.FAILED
+    assert OperationLog.objects.get().status == EntryStatus.FAILED
 
 
 def test_dashboard_needs_view_permission(client):
@@ -209,7 +211,7 @@ def test_dashboard_needs_view_permission(client):
 
 
 def test_dashboard_chart_has_a_day_of_hourly_points(client):
-    bulk_entries(4, Status.SUCCEEDED, pushed_at=timezone.now() - timedelta(minutes=30))
+    bulk_entries(4, EntryStatus.SUCCEEDED, pushed_at=timezone.now() - timedelta(minutes=30))
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     page = client.get("/admin/sync/operationlog/dashboard/")
     chart = page.context["chart"]
@@ -237,7 +239,7 @@ def test_metrics_are_refused_to_token_holders_when_no_token_is_configured(client
 def test_metrics_expose_the_documented_series(client, settings):
     settings.METRICS_TOKEN = "scrape-me"
     bulk_entries(2)
-    bulk_entries(1, Status.SUCCEEDED)
+    bulk_entries(1, EntryStatus.SUCCEEDED)
     metrics.record_attempts([PushResult(Outcome.SUCCESS, duration=0.2)])
     metrics.record_attempts([PushResult(Outcome.TRANSIENT, duration=3.0)])
 

@@ -6,9 +6,9 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from schools import scheduling
-from schools.models import ScheduledChange, ScheduledStatus, SchoolClass, Student
-from schools.services import delete_record
+from schools.models import ScheduledChange, ScheduledChangeStatus, SchoolClass, Student
+from schools.scheduling import runner, services, validation, wakeups
+from schools.services import record_delete
 from sync.models import OperationLog
 from tests.conftest import api_client_for
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, UserFactory
@@ -19,10 +19,10 @@ URL = "/api/scheduled-changes/"
 
 
 @pytest.fixture
-def wakeups(monkeypatch):
+def asked_wake_ups(monkeypatch):
     """Wake-up times the code asked for (publishing them is the broker's job)."""
     times = []
-    monkeypatch.setattr(scheduling, "_wake_at", lambda moments: times.extend(moments))
+    monkeypatch.setattr(wakeups, "wake_at", lambda moments: times.extend(moments))
     return times
 
 
@@ -49,7 +49,7 @@ def make_due(*changes: ScheduledChange) -> None:
 # --- Creating: validated exactly like the immediate request --------------------------
 
 
-def test_schedule_a_student_move(editor_client, editor, wakeups):
+def test_schedule_a_student_move(editor_client, editor, asked_wake_ups):
     student, new_class = StudentFactory(), SchoolClassFactory()
     entries_before = OperationLog.objects.count()
 
@@ -61,15 +61,15 @@ def test_schedule_a_student_move(editor_client, editor, wakeups):
     student.refresh_from_db()
     assert student.school_class_id != new_class.pk  # nothing happens before its time
     assert OperationLog.objects.count() == entries_before
-    assert wakeups == []  # due in an hour: the sweep sends its wake-up when it comes near
+    assert asked_wake_ups == []  # due in an hour: the sweep sends its wake-up when it comes near
 
 
-def test_a_change_due_soon_gets_its_wake_up_at_once(editor_client, wakeups, django_capture_on_commit_callbacks):
+def test_a_change_due_soon_gets_its_wake_up_at_once(editor_client, asked_wake_ups, django_capture_on_commit_callbacks):
     student, new_class = StudentFactory(), SchoolClassFactory()
     when = in_seconds(5)
     with django_capture_on_commit_callbacks(execute=True):
         assert editor_client.post(URL, move_student(student, new_class, when=when)).status_code == 201
-    assert wakeups == [ScheduledChange.objects.get().due_at]
+    assert asked_wake_ups == [ScheduledChange.objects.get().due_at]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_model_rules_are_checked_at_creation_as_for_an_immediate_change(editor_c
 def test_a_change_in_the_past_is_refused(editor_client):
     response = editor_client.post(URL, move_student(StudentFactory(), SchoolClassFactory(), when=in_seconds(-3600)))
     assert response.status_code == 400
-    assert response.json() == {"execute_at": [scheduling.EXECUTE_AT_IN_THE_PAST]}
+    assert response.json() == {"execute_at": [services.EXECUTE_AT_IN_THE_PAST]}
 
 
 def test_a_delete_takes_no_data(editor_client):
@@ -129,7 +129,7 @@ def test_a_delete_takes_no_data(editor_client):
         "target_id": school.pk,
         "data": {"name": "x"},
     }
-    assert editor_client.post(URL, body).json() == {"data": [scheduling.DELETE_TAKES_NO_DATA]}
+    assert editor_client.post(URL, body).json() == {"data": [validation.DELETE_TAKES_NO_DATA]}
 
 
 def test_a_batch_is_created_all_or_none(editor_client):
@@ -169,13 +169,13 @@ def test_scheduling_needs_the_permission_the_change_needs(reader_client, anon_cl
 
 
 def test_list_filters(reader_client):
-    soon = scheduling.scheduled_change_create(
+    soon = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Soon"}
     )
-    later = scheduling.scheduled_change_create(
+    later = services.scheduled_change_create(
         execute_at=in_seconds(7200), resource="schools", operation="create", data={"name": "Later"}
     )
-    scheduling.scheduled_change_cancel(change=later)
+    services.scheduled_change_cancel(change=later)
 
     def ids(query):
         return [item["id"] for item in reader_client.get(f"{URL}?{query}").json()["results"]]
@@ -198,58 +198,60 @@ def test_cancel_before_it_runs_and_it_never_runs(editor_client):
 
     assert editor_client.delete(f"{URL}{change_id}/").status_code == 204
     change = ScheduledChange.objects.get(pk=change_id)
-    assert change.status == ScheduledStatus.CANCELLED
+    assert change.status == ScheduledChangeStatus.CANCELLED
 
     make_due(change)
-    assert scheduling.run_due_changes() == 0
+    assert runner.run_due() == 0
     student.refresh_from_db()
     assert student.school_class_id != new_class.pk
 
 
-@pytest.mark.parametrize("status", [ScheduledStatus.RUNNING, ScheduledStatus.DONE, ScheduledStatus.FAILED])
+@pytest.mark.parametrize(
+    "status", [ScheduledChangeStatus.RUNNING, ScheduledChangeStatus.DONE, ScheduledChangeStatus.FAILED]
+)
 def test_cancel_after_it_started_is_a_409(editor_client, status):
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Started"}
     )
     ScheduledChange.objects.filter(pk=change.pk).update(status=status)
     response = editor_client.delete(f"{URL}{change.pk}/")
     assert response.status_code == 409
-    assert response.json()["detail"] == scheduling.NOT_CANCELLABLE.format(status=status.label.lower())
+    assert response.json()["detail"] == services.NOT_CANCELLABLE.format(status=status.label.lower())
     assert ScheduledChange.objects.get(pk=change.pk).status == status
 
 
 def test_cancel_needs_the_permission_of_the_change(reader_client):
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Mine"}
     )
     assert reader_client.delete(f"{URL}{change.pk}/").status_code == 403
-    assert ScheduledChange.objects.get().status == ScheduledStatus.SCHEDULED
+    assert ScheduledChange.objects.get().status == ScheduledChangeStatus.SCHEDULED
 
 
 def test_cancel_and_claim_cannot_both_win():
-    claimed_first = scheduling.scheduled_change_create(
+    claimed_first = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "A"}
     )
-    cancelled_first = scheduling.scheduled_change_create(
+    cancelled_first = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "B"}
     )
     make_due(claimed_first)
-    [claim] = scheduling._claim_due(timezone.now())
-    with pytest.raises(scheduling.NotCancellableError):
-        scheduling.scheduled_change_cancel(change=claimed_first)
+    [claim] = runner.claim_due(timezone.now())
+    with pytest.raises(services.NotCancellableError):
+        services.scheduled_change_cancel(change=claimed_first)
 
-    scheduling.scheduled_change_cancel(change=cancelled_first)
+    services.scheduled_change_cancel(change=cancelled_first)
     make_due(cancelled_first)
-    assert scheduling._claim_due(timezone.now()) == []
+    assert runner.claim_due(timezone.now()) == []
     assert claim.pk == claimed_first.pk
 
 
 # --- Running ------------------------------------------------------------------------
 
 
-def test_a_due_change_runs_through_the_services_and_is_logged_then(wakeups):
+def test_a_due_change_runs_through_the_services_and_is_logged_then(asked_wake_ups):
     student, new_class = StudentFactory(), SchoolClassFactory()
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(3600),
         resource="students",
         operation="update",
@@ -257,15 +259,15 @@ def test_a_due_change_runs_through_the_services_and_is_logged_then(wakeups):
         data={"school_class": new_class.pk},
     )
     SchoolFactory(name="Written after scheduling, before running")
-    not_due = scheduling.scheduled_change_create(
+    not_due = services.scheduled_change_create(
         execute_at=in_seconds(3600), resource="schools", operation="create", data={"name": "Not yet"}
     )
     make_due(change)
 
-    assert scheduling.run_due_changes() == 1
+    assert runner.run_due() == 1
 
     change.refresh_from_db()
-    assert (change.status, change.attempts, change.result_object_id) == (ScheduledStatus.DONE, 1, student.pk)
+    assert (change.status, change.attempt_count, change.result_object_id) == (ScheduledChangeStatus.DONE, 1, student.pk)
     assert change.started_at is not None
     assert change.finished_at >= change.started_at
     student.refresh_from_db()
@@ -277,13 +279,13 @@ def test_a_due_change_runs_through_the_services_and_is_logged_then(wakeups):
     assert OperationLog.objects.filter(payload__name="Written after scheduling, before running").get().sequence < (
         entry.sequence
     )  # sequenced when it ran, not when it was scheduled
-    assert ScheduledChange.objects.get(pk=not_due.pk).status == ScheduledStatus.SCHEDULED
+    assert ScheduledChange.objects.get(pk=not_due.pk).status == ScheduledChangeStatus.SCHEDULED
 
 
 @pytest.mark.parametrize("operation", ["create", "delete"])
 def test_creates_and_deletes_run_too(operation):
     school = SchoolFactory()
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60),
         resource="schools",
         operation=operation,
@@ -291,9 +293,9 @@ def test_creates_and_deletes_run_too(operation):
         data={"name": "Opening in spring"} if operation == "create" else {},
     )
     make_due(change)
-    scheduling.run_due_changes()
+    runner.run_due()
     change.refresh_from_db()
-    assert change.status == ScheduledStatus.DONE
+    assert change.status == ScheduledChangeStatus.DONE
     assert OperationLog.objects.filter(
         operation=operation, resource="schools", object_id=change.result_object_id
     ).exists()
@@ -302,21 +304,21 @@ def test_creates_and_deletes_run_too(operation):
 def test_a_change_no_longer_valid_when_due_fails_with_the_reason():
     student = StudentFactory()
     doomed_class = SchoolClassFactory()
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60),
         resource="students",
         operation="update",
         target_id=student.pk,
         data={"school_class": doomed_class.pk},
     )
-    delete_record(instance=doomed_class)
+    record_delete(instance=doomed_class)
     make_due(change)
     entries = OperationLog.objects.count()
 
-    scheduling.run_due_changes()
+    runner.run_due()
 
     change.refresh_from_db()
-    assert change.status == ScheduledStatus.FAILED
+    assert change.status == ScheduledChangeStatus.FAILED
     assert "school_class" in change.error
     assert "does not exist" in change.error
     assert OperationLog.objects.count() == entries
@@ -324,19 +326,21 @@ def test_a_change_no_longer_valid_when_due_fails_with_the_reason():
 
 def test_a_refused_delete_when_due_fails_with_the_reason():
     school_class = SchoolClassFactory()
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="classes", operation="delete", target_id=school_class.pk
     )
     StudentFactory(school_class=school_class)
     make_due(change)
-    scheduling.run_due_changes()
+    runner.run_due()
     change.refresh_from_db()
-    assert change.status == ScheduledStatus.FAILED
+    assert change.status == ScheduledChangeStatus.FAILED
     assert "still referenced by 1 student" in change.error
 
 
-def test_a_transient_error_rolls_back_and_retries_later(monkeypatch, wakeups, django_capture_on_commit_callbacks):
-    change = scheduling.scheduled_change_create(
+def test_a_transient_error_rolls_back_and_retries_later(
+    monkeypatch, asked_wake_ups, django_capture_on_commit_callbacks
+):
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Flaky"}
     )
     make_due(change)
@@ -344,55 +348,55 @@ def test_a_transient_error_rolls_back_and_retries_later(monkeypatch, wakeups, dj
     def database_went_away(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(scheduling, "record_create", database_went_away)
+    monkeypatch.setattr(runner, "record_create", database_went_away)
     before = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
-        scheduling.run_due_changes()
+        runner.run_due()
 
     change.refresh_from_db()
-    assert (change.status, change.attempts) == (ScheduledStatus.SCHEDULED, 1)
+    assert (change.status, change.attempt_count) == (ScheduledChangeStatus.SCHEDULED, 1)
     assert change.due_at > before
     assert "server closed the connection" in change.error
-    assert wakeups == [change.due_at]
+    assert asked_wake_ups == [change.due_at]
     assert not OperationLog.objects.filter(payload__name="Flaky").exists()
 
     monkeypatch.undo()
     make_due(change)
-    scheduling.run_due_changes()
+    runner.run_due()
     change.refresh_from_db()
-    assert (change.status, change.attempts) == (ScheduledStatus.DONE, 2)
+    assert (change.status, change.attempt_count) == (ScheduledChangeStatus.DONE, 2)
 
 
-def test_a_crash_mid_run_is_recovered_and_the_change_runs_once(wakeups):
-    change = scheduling.scheduled_change_create(
+def test_a_crash_mid_run_is_recovered_and_the_change_runs_once(asked_wake_ups):
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Survivor"}
     )
     make_due(change)
-    [claimed] = scheduling._claim_due(timezone.now())  # the worker dies here, before running it
+    [claimed] = runner.claim_due(timezone.now())  # the worker dies here, before running it
 
-    assert scheduling.run_due_changes() == 0  # a live claim is left alone
+    assert runner.run_due() == 0  # a live claim is left alone
     ScheduledChange.objects.filter(pk=change.pk).update(
-        claimed_at=timezone.now() - timedelta(seconds=scheduling.CLAIM_LEASE_SECONDS + 1)
+        claimed_at=timezone.now() - timedelta(seconds=runner.CLAIM_LEASE_SECONDS + 1)
     )
-    assert scheduling.sweep_scheduled_changes()["released"] == 1
-    assert scheduling.run_due_changes() == 1
+    assert runner.sweep()["released"] == 1
+    assert runner.run_due() == 1
 
-    scheduling.execute_chunk([claimed])  # the old claim comes back to life: it must not apply again
+    runner.execute_chunk([claimed])  # the old claim comes back to life: it must not apply again
     assert OperationLog.objects.filter(payload__name="Survivor").count() == 1
     change.refresh_from_db()
-    assert (change.status, change.attempts) == (ScheduledStatus.DONE, 2)
+    assert (change.status, change.attempt_count) == (ScheduledChangeStatus.DONE, 2)
 
 
-def test_the_sweep_sends_wake_ups_for_changes_coming_due(wakeups):
-    soon = scheduling.scheduled_change_create(
+def test_the_sweep_sends_wake_ups_for_changes_coming_due(asked_wake_ups):
+    soon = services.scheduled_change_create(
         execute_at=in_seconds(30), resource="schools", operation="create", data={"name": "Soon"}
     )
-    scheduling.scheduled_change_create(
+    services.scheduled_change_create(
         execute_at=in_seconds(3600), resource="schools", operation="create", data={"name": "Later"}
     )
-    wakeups.clear()
-    scheduling.sweep_scheduled_changes()
-    assert wakeups == [soon.due_at]
+    asked_wake_ups.clear()
+    runner.sweep()
+    assert asked_wake_ups == [soon.due_at]
 
 
 def test_one_wake_up_per_slot(monkeypatch):
@@ -402,31 +406,31 @@ def test_one_wake_up_per_slot(monkeypatch):
         def apply_async(self, eta=None, **options):
             sent.append(eta)
 
-    monkeypatch.setattr(scheduling, "signature", lambda name: Signature())
+    monkeypatch.setattr(wakeups, "signature", lambda name: Signature())
     start = in_seconds(10).replace(microsecond=0)
-    scheduling._wake_at([start + timedelta(milliseconds=ms) for ms in (10, 20, 90, 150, 160)])
-    scheduling._wake_at([start + timedelta(milliseconds=30)])  # another writer, same slot
+    wakeups.wake_at([start + timedelta(milliseconds=ms) for ms in (10, 20, 90, 150, 160)])
+    wakeups.wake_at([start + timedelta(milliseconds=30)])  # another writer, same slot
     assert sent == [start + timedelta(milliseconds=100), start + timedelta(milliseconds=200)]
 
 
 def test_admin_cancel_action(client, superuser):
-    change = scheduling.scheduled_change_create(
+    change = services.scheduled_change_create(
         execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Admin"}
     )
     client.force_login(superuser)
     assert client.get("/admin/schools/scheduledchange/").status_code == 200
     client.post("/admin/schools/scheduledchange/", {"action": "cancel_changes", "_selected_action": [change.pk]})
-    assert ScheduledChange.objects.get().status == ScheduledStatus.CANCELLED
+    assert ScheduledChange.objects.get().status == ScheduledChangeStatus.CANCELLED
 
 
 def test_batch_cancel(editor_client):
     pending, started, other_kind = (
-        scheduling.scheduled_change_create(
+        services.scheduled_change_create(
             execute_at=in_seconds(60), resource="schools", operation="create", data={"name": name}
         )
         for name in ("Pending", "Started", "Other")
     )
-    ScheduledChange.objects.filter(pk=started.pk).update(status=ScheduledStatus.RUNNING)
+    ScheduledChange.objects.filter(pk=started.pk).update(status=ScheduledChangeStatus.RUNNING)
     may_only_add_schools = api_client_for(UserFactory(permissions=["schools.add_school"]))
     ScheduledChange.objects.filter(pk=other_kind.pk).update(resource="students", operation="update", target_id=1)
     missing = "00000000-0000-0000-0000-000000000000"
@@ -443,9 +447,9 @@ def test_batch_cancel(editor_client):
     }
     statuses = dict(ScheduledChange.objects.values_list("pk", "status"))
     assert statuses == {
-        pending.pk: ScheduledStatus.CANCELLED,
-        started.pk: ScheduledStatus.RUNNING,
-        other_kind.pk: ScheduledStatus.SCHEDULED,
+        pending.pk: ScheduledChangeStatus.CANCELLED,
+        started.pk: ScheduledChangeStatus.RUNNING,
+        other_kind.pk: ScheduledChangeStatus.SCHEDULED,
     }
     assert editor_client.post(f"{URL}cancel/", {"ids": []}).status_code == 400
 
@@ -460,7 +464,7 @@ def test_the_sweep_runs_every_five_seconds_from_beat():
 def test_in_a_chunk_an_invalid_change_fails_alone():
     schools = [SchoolFactory() for _ in range(3)]
     changes = [
-        scheduling.scheduled_change_create(
+        services.scheduled_change_create(
             execute_at=in_seconds(60),
             resource="schools",
             operation="update",
@@ -473,18 +477,18 @@ def test_in_a_chunk_an_invalid_change_fails_alone():
     ScheduledChange.objects.filter(pk=changes[1].pk).update(data={"name": taken.name})
     make_due(*changes)
 
-    assert scheduling.run_due_changes() == 3
+    assert runner.run_due() == 3
 
     statuses = [ScheduledChange.objects.get(pk=change.pk).status for change in changes]
-    assert statuses == [ScheduledStatus.DONE, ScheduledStatus.FAILED, ScheduledStatus.DONE]
+    assert statuses == [ScheduledChangeStatus.DONE, ScheduledChangeStatus.FAILED, ScheduledChangeStatus.DONE]
     assert "already exists" in ScheduledChange.objects.get(pk=changes[1].pk).error
     assert OperationLog.objects.filter(payload__address__startswith="Chunk").count() == 2
 
 
-def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, wakeups):
+def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, asked_wake_ups):
     schools = [SchoolFactory() for _ in range(3)]
     changes = [
-        scheduling.scheduled_change_create(
+        services.scheduled_change_create(
             execute_at=in_seconds(60),
             resource="schools",
             operation="update",
@@ -494,7 +498,7 @@ def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, wakeu
         for index, school in enumerate(schools)
     ]
     make_due(*changes)
-    original = scheduling.record_update
+    original = runner.record_update
     calls = []
 
     def fail_on_the_second(**kwargs):
@@ -503,8 +507,8 @@ def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, wakeu
             raise OperationalError("deadlock detected")
         return original(**kwargs)
 
-    monkeypatch.setattr(scheduling, "record_update", fail_on_the_second)
-    scheduling.run_due_changes()
+    monkeypatch.setattr(runner, "record_update", fail_on_the_second)
+    runner.run_due()
 
-    assert {ScheduledChange.objects.get(pk=c.pk).status for c in changes} == {ScheduledStatus.SCHEDULED}
+    assert {ScheduledChange.objects.get(pk=c.pk).status for c in changes} == {ScheduledChangeStatus.SCHEDULED}
     assert not OperationLog.objects.filter(payload__address__startswith="Retry").exists()  # the first rolled back too

@@ -11,8 +11,8 @@ from schools import models as school_models
 from schools.models import Grade, School, SchoolClass, Student, Teacher
 from schools.services import (
     RecordInUseError,
-    delete_record,
     grade_create,
+    record_delete,
     record_update,
     school_class_create,
     school_create,
@@ -20,8 +20,8 @@ from schools.services import (
     student_create,
     teacher_create,
 )
-from sync.models import OperationLog, Status, SyncLane
-from sync.recorder import NOT_IN_TRANSACTION, record_operation
+from sync.models import EntryStatus, OperationLog, SyncLane
+from sync.recorder import NOT_IN_TRANSACTION, entry_create
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
 
 pytestmark = pytest.mark.django_db
@@ -77,7 +77,7 @@ def test_create_writes_the_record_and_exactly_one_entry(resource, create, change
     entry = entries.get()
     assert entry.operation == "create"
     assert entry.lane_id == "global"
-    assert entry.status == Status.PENDING
+    assert entry.status == EntryStatus.PENDING
     assert isinstance(entry.idempotency_key, uuid.UUID)
     assert entry.payload == snapshot(type(instance).objects.get(pk=instance.pk))
     assert entry.payload["id"] == instance.pk
@@ -106,7 +106,7 @@ def test_delete_writes_one_entry_with_the_last_state(resource, create, changes):
     model, pk, last_state = type(instance), instance.pk, snapshot(instance)
     before = OperationLog.objects.count()
 
-    delete_record(instance=instance)
+    record_delete(instance=instance)
 
     assert not model.objects.filter(pk=pk).exists()
     [entry] = entries_after(before)
@@ -118,7 +118,7 @@ def test_sequences_follow_the_order_of_the_writes():
     school = school_create(name="Order")
     grade = grade_create(school=school, level=1, name="One")
     record_update(instance=school, data={"address": "Somewhere"})
-    delete_record(instance=grade)
+    record_delete(instance=grade)
 
     entries = list(OperationLog.objects.order_by("sequence"))
     assert [(e.operation, e.resource) for e in entries] == [
@@ -183,7 +183,7 @@ def test_a_failure_later_in_the_enclosing_transaction_rolls_back_both():
 @pytest.mark.django_db(transaction=True)
 def test_recording_outside_a_transaction_is_refused():
     with pytest.raises(RuntimeError, match=re.escape(NOT_IN_TRANSACTION)):
-        record_operation(operation="create", resource="schools", object_id=1, payload={})
+        entry_create(operation="create", resource="schools", object_id=1, payload={})
 
 
 def test_validation_error_writes_nothing():
@@ -319,7 +319,7 @@ def test_deleting_a_referenced_record_is_refused_and_writes_nothing(make_referen
     counts = current_counts()
 
     with pytest.raises(RecordInUseError, match=f"still referenced by {expected}"):
-        delete_record(instance=record)
+        record_delete(instance=record)
 
     assert_nothing_written(counts)
 
@@ -329,5 +329,5 @@ def test_deleting_a_homeroom_teacher_is_refused():
     teacher = TeacherFactory(school=grade.school)
     SchoolClassFactory(grade=grade, homeroom_teacher=teacher)
     with pytest.raises(RecordInUseError, match="1 class"):
-        delete_record(instance=teacher)
+        record_delete(instance=teacher)
     assert Teacher.objects.filter(pk=teacher.pk).exists()

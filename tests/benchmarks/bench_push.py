@@ -112,15 +112,15 @@ def _elapsed_for(count: int) -> float:
     from django.db.models import Max
 
     from sync.dispatcher import kick
-    from sync.models import DEFAULT_LANE, OperationLog, Status
+    from sync.models import DEFAULT_LANE, EntryStatus, OperationLog
     from tests.factories import bulk_entries
 
     bulk_entries(count)
     harness.vacuum(*OUTBOX_TABLES)
     started = time.time()
     kick(DEFAULT_LANE)
-    harness.wait_until(lambda: not OperationLog.objects.filter(status=Status.PENDING).exists(), 3600, every=0.05)
-    harness.wait_until(lambda: not OperationLog.objects.filter(status=Status.IN_PROGRESS).exists(), 60, every=0.05)
+    harness.wait_until(lambda: not OperationLog.objects.filter(status=EntryStatus.PENDING).exists(), 3600, every=0.05)
+    harness.wait_until(lambda: not OperationLog.objects.filter(status=EntryStatus.IN_PROGRESS).exists(), 60, every=0.05)
     last = OperationLog.objects.aggregate(last=Max("pushed_at"))["last"].timestamp()
     return last - started
 

@@ -116,8 +116,8 @@ def main() -> dict:
 
 def _execute(schools: list[int], count: int, spread_seconds: float) -> dict:
     """Schedule `count` changes due over `spread_seconds` from a moment ahead, and time their runs."""
-    from schools import scheduling
-    from schools.models import ScheduledChange, ScheduledStatus
+    from schools.models import ScheduledChange, ScheduledChangeStatus
+    from schools.scheduling import runner, services
     from sync.models import OperationLog
 
     ScheduledChange.objects.all().delete()
@@ -135,18 +135,18 @@ def _execute(schools: list[int], count: int, spread_seconds: float) -> dict:
         for n in range(count)
     ]
     for start in range(0, count, 1000):
-        scheduling.scheduled_changes_create(changes[start : start + 1000])
+        services.scheduled_changes_create(changes[start : start + 1000])
     assert datetime.now(UTC) < start_at, "scheduling took longer than the lead time"
     workers = [harness.celery_worker(f"default-{n}", "default") for n in range(2)]
     with harness.processes(*workers):
-        scheduling.sweep_scheduled_changes()  # as beat does every 5 s: wake-ups for what comes due
+        runner.sweep()  # as beat does every 5 s: wake-ups for what comes due
         harness.wait_until(
-            lambda: ScheduledChange.objects.filter(status=ScheduledStatus.DONE).count() == count,
+            lambda: ScheduledChange.objects.filter(status=ScheduledChangeStatus.DONE).count() == count,
             timeout=1800,
             every=1,
         )
     rows = list(ScheduledChange.objects.values_list("execute_at", "finished_at", "status"))
-    assert all(status == ScheduledStatus.DONE for _, _, status in rows)
+    assert all(status == ScheduledChangeStatus.DONE for _, _, status in rows)
     lateness = [(finished - execute_at).total_seconds() for execute_at, finished, _ in rows]
     first_due = min(execute_at for execute_at, _, _ in rows)
     last_done = max(finished for _, finished, _ in rows)

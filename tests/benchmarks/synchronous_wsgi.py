@@ -10,7 +10,7 @@ from config.wsgi import application  # noqa: F401 - sets Django up; gunicorn ser
 from schools import services
 from sync.client import get_client
 
-_record_operation = services.record_operation
+_record_operation = services.entry_create
 
 
 def _record_and_push_before_answering(**kwargs):
@@ -19,4 +19,4 @@ def _record_and_push_before_answering(**kwargs):
     return entry
 
 
-services.record_operation = _record_and_push_before_answering
+services.entry_create = _record_and_push_before_answering

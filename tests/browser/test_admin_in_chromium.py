@@ -16,7 +16,7 @@ from django.db import connections
 from django.utils import timezone
 
 from sync.health import HEALTH_CACHE_KEY
-from sync.models import OperationLog, Status, SyncLane
+from sync.models import EntryStatus, OperationLog, SyncLane
 from tests.factories import USER_PASSWORD, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -66,14 +66,16 @@ def a_day_of_history():
     for index, entry in enumerate(delivered):
         pushed = now - timedelta(hours=20) + timedelta(minutes=30 * index)
         OperationLog.objects.filter(pk=entry.pk).update(
-            status=Status.SUCCEEDED,
-            attempts=1,
+            status=EntryStatus.SUCCEEDED,
+            attempt_count=1,
             created_at=pushed - timedelta(seconds=5 + 90 * (index % 7)),
             pushed_at=pushed,
             updated_at=pushed,
         )
     OperationLog.objects.filter(pk=failed.pk).update(
-        status=Status.FAILED, attempts=1, last_error='HTTP 400: {"detail": "student number format not accepted"}'
+        status=EntryStatus.FAILED,
+        attempt_count=1,
+        last_error='HTTP 400: {"detail": "student number format not accepted"}',
     )
     SyncLane.objects.filter(pk="global").update(
         last_pushed_sequence=delivered[-1].sequence, last_pushed_at=now - timedelta(minutes=30)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from config.celery import app as celery_app
-from sync.models import DEFAULT_LANE, OperationLog, Status, SyncLane
+from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, SyncLane
 from tests.simulated import running_simulator, wait_until
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -167,7 +167,9 @@ def wait_for_delivery(timeout: float = DELIVERY_SECONDS, sweep: bool = False) ->
     from sync.dispatcher import sweep as run_sweep
 
     def undelivered():
-        return OperationLog.objects.filter(status__in=(Status.PENDING, Status.IN_PROGRESS, Status.FAILED)).count()
+        return OperationLog.objects.filter(
+            status__in=(EntryStatus.PENDING, EntryStatus.IN_PROGRESS, EntryStatus.FAILED)
+        ).count()
 
     wait_until(
         lambda: undelivered() == 0,
@@ -180,7 +182,7 @@ def wait_for_delivery(timeout: float = DELIVERY_SECONDS, sweep: bool = False) ->
 def assert_applied_once_in_order(simulator) -> None:
     """The external side applied every succeeded entry once, in sequence order (I2, I4)."""
     sent = list(
-        OperationLog.objects.filter(status=Status.SUCCEEDED)
+        OperationLog.objects.filter(status=EntryStatus.SUCCEEDED)
         .order_by("sequence")
         .values_list("sequence", "idempotency_key")
     )

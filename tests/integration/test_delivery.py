@@ -12,8 +12,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from schools.services import record_update, school_create
-from sync.dispatcher import RUN_LENGTH, sweep
-from sync.models import OperationAttempt, OperationLog, Status, SyncLane
+from sync.dispatcher import sweep
+from sync.models import EntryStatus, OperationAttempt, OperationLog, SyncLane
+from sync.runs import RUN_LENGTH
 from tests.factories import UserFactory
 from tests.integration.conftest import (
     assert_applied_once_in_order,
@@ -79,9 +80,9 @@ def test_transient_failures_retry_with_the_same_key_and_hold_the_lane(simulator,
     assert_applied_once_in_order(simulator)
     assert len(simulator.applied) == 3
     first, second, third = OperationLog.objects.order_by("sequence")
-    assert first.attempts >= 3
-    assert second.attempts >= 2
-    assert third.attempts == 1
+    assert first.attempt_count >= 3
+    assert second.attempt_count >= 2
+    assert third.attempt_count == 1
     # The lane did not move on while the first entry was failing.
     first_done = OperationAttempt.objects.get(entry=first, outcome="success").started_at
     assert OperationAttempt.objects.filter(entry=second).earliest("started_at").started_at >= first_done
@@ -95,7 +96,7 @@ def fail_first_entry(simulator, start_sync_worker):
     school_create(name="Waiting")
     first, second = OperationLog.objects.order_by("sequence")
     wait_until(
-        lambda: OperationLog.objects.get(pk=first.pk).status == Status.FAILED,
+        lambda: OperationLog.objects.get(pk=first.pk).status == EntryStatus.FAILED,
         timeout=30,
         message="the first entry to fail",
     )
@@ -106,7 +107,7 @@ def test_a_permanent_failure_blocks_the_lane_until_an_operator_retries(simulator
     first, second = fail_first_entry(simulator, start_sync_worker)
 
     assert sweep() == []  # nothing is due behind a failed entry
-    assert OperationLog.objects.get(pk=second.pk).status == Status.PENDING
+    assert OperationLog.objects.get(pk=second.pk).status == EntryStatus.PENDING
     assert simulator.requests == 1
 
     assert operator_client.post(f"/api/sync/operations/{first.pk}/retry/").status_code == 200
@@ -120,7 +121,7 @@ def test_cancelling_a_failed_entry_lets_the_lane_go_on(simulator, start_sync_wor
 
     assert operator_client.post(f"/api/sync/operations/{first.pk}/cancel/").status_code == 200
     wait_for_delivery()
-    assert OperationLog.objects.get(pk=first.pk).status == Status.CANCELLED
+    assert OperationLog.objects.get(pk=first.pk).status == EntryStatus.CANCELLED
     assert [item["sequence"] for item in simulator.applied] == [second.sequence]
 
 
@@ -133,15 +134,15 @@ def test_kill_9_in_the_middle_of_a_push_then_restart(simulator, start_sync_worke
 
     worker.kill()
     first = OperationLog.objects.order_by("sequence").first()
-    assert first.status == Status.IN_PROGRESS
+    assert first.status == EntryStatus.IN_PROGRESS
 
     start_sync_worker("sync-restarted")
     wait_for_delivery(sweep=True)  # beat's sweep recovers once the dead chain's lease expires
 
     assert len(simulator.applied) == 5
     assert_applied_once_in_order(simulator)
-    assert OperationLog.objects.get(pk=first.pk).attempts >= 2
-    assert not OperationLog.objects.filter(status=Status.IN_PROGRESS).exists()
+    assert OperationLog.objects.get(pk=first.pk).attempt_count >= 2
+    assert not OperationLog.objects.filter(status=EntryStatus.IN_PROGRESS).exists()
 
 
 def test_two_sync_workers_still_push_one_at_a_time_in_order(simulator, start_sync_worker):
@@ -182,7 +183,7 @@ def test_writes_succeed_while_the_broker_is_down_and_the_sweep_delivers_later(
             assert response.status_code == 201, response.text
 
     assert max(durations) < 1.0  # no waiting on the broker (I6)
-    assert OperationLog.objects.filter(status=Status.PENDING).count() == 10
+    assert OperationLog.objects.filter(status=EntryStatus.PENDING).count() == 10
     assert simulator.requests == 0  # no kick got through
 
     wait_for_delivery(sweep=True)
@@ -199,9 +200,9 @@ def test_sigterm_during_a_slow_push_stops_within_the_http_timeout(simulator, sta
 
     assert worker.terminate(timeout=30) <= http_timeout + 5  # I7
     entry = OperationLog.objects.get()
-    assert entry.status == Status.PENDING  # the timed-out try was recorded, nothing left in progress
+    assert entry.status == EntryStatus.PENDING  # the timed-out try was recorded, nothing left in progress
     assert entry.next_attempt_at is not None
-    assert SyncLane.objects.get().lease_owner == ""
+    assert SyncLane.objects.get().lease_token == ""
 
     start_sync_worker("sync-after-redeploy")
     wait_for_delivery(sweep=True)
@@ -221,9 +222,11 @@ def test_sigterm_during_a_long_run_stops_after_the_run_budget_not_the_whole_run(
 
     assert worker.terminate(timeout=60) <= settings.SYNC_RUN_SECONDS + http_timeout + 5  # I7, well under RUN_LENGTH s
     statuses = list(OperationLog.objects.order_by("sequence").values_list("status", flat=True))
-    sent = statuses.count(Status.SUCCEEDED)
+    sent = statuses.count(EntryStatus.SUCCEEDED)
     assert 1 <= sent < RUN_LENGTH
-    assert statuses == [Status.SUCCEEDED] * sent + [Status.PENDING] * (RUN_LENGTH - sent)  # nothing in progress
+    assert statuses == [EntryStatus.SUCCEEDED] * sent + [EntryStatus.PENDING] * (
+        RUN_LENGTH - sent
+    )  # nothing in progress
 
     simulator.configure(latency_scale=0)
     start_sync_worker("sync-after-long-run")

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from schools import scheduling
-from schools.models import ScheduledChange, ScheduledStatus
+from schools.models import ScheduledChange, ScheduledChangeStatus
+from schools.scheduling import runner, services
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
 from tests.simulated import wait_until
@@ -29,7 +29,7 @@ def start_default_worker(processes):
 
 def schedule_address_changes(schools, per_school: int, execute_at):
     """Each change gives a school a distinct address, so its log entries can be counted."""
-    return scheduling.scheduled_changes_create(
+    return services.scheduled_changes_create(
         [
             {
                 "execute_at": execute_at,
@@ -56,7 +56,7 @@ def applied_counts(changes) -> Counter:
 
 
 def all_done(count: int) -> bool:
-    return ScheduledChange.objects.filter(status=ScheduledStatus.DONE).count() == count
+    return ScheduledChange.objects.filter(status=ScheduledChangeStatus.DONE).count() == count
 
 
 def test_changes_run_within_a_second_of_their_time(start_default_worker):
@@ -64,7 +64,7 @@ def test_changes_run_within_a_second_of_their_time(start_default_worker):
     schools = [SchoolFactory() for _ in range(5)]
     start = timezone.now()
     changes = [
-        scheduling.scheduled_change_create(
+        services.scheduled_change_create(
             execute_at=start + timedelta(seconds=2 + index * 0.7),
             resource="schools",
             operation="update",
@@ -100,22 +100,22 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(start_defau
     changes = schedule_address_changes(schools, per_school=15, execute_at=timezone.now() + timedelta(seconds=1))
     worker = start_default_worker("default-crashing")
     wait_until(
-        lambda: ScheduledChange.objects.filter(status=ScheduledStatus.DONE).exists(),
+        lambda: ScheduledChange.objects.filter(status=ScheduledChangeStatus.DONE).exists(),
         timeout=30,
         message="the first changes to run",
     )
     worker.kill()
-    done_at_crash = ScheduledChange.objects.filter(status=ScheduledStatus.DONE).count()
+    done_at_crash = ScheduledChange.objects.filter(status=ScheduledChangeStatus.DONE).count()
     assert done_at_crash < len(changes), "the worker finished before the crash; nothing was tested"
-    assert ScheduledChange.objects.filter(status=ScheduledStatus.RUNNING).exists()  # its claimed batch
+    assert ScheduledChange.objects.filter(status=ScheduledChangeStatus.RUNNING).exists()  # its claimed batch
 
-    monkeypatch.setattr(scheduling, "CLAIM_LEASE_SECONDS", 1)  # for the sweep run here, as beat would
+    monkeypatch.setattr(runner, "CLAIM_LEASE_SECONDS", 1)  # for the sweep run here, as beat would
     start_default_worker("default-restarted")
     wait_until(
         lambda: all_done(len(changes)),
         timeout=120,
         message="every change to run after the crash",
-        every=scheduling.sweep_scheduled_changes,
+        every=runner.sweep,
     )
 
     counts = applied_counts(changes)

@@ -1,0 +1,199 @@
+"""Running due scheduled changes: claim a batch, apply each through the record services, confirm it.
+
+A worker claims due changes (``running``, under row locks that other workers skip), runs
+each through the services that make immediate changes, so the usual OperationLog entry
+is recorded and sequenced at execution time, and confirms it (``done``) in that same
+transaction. A transient error puts it back to ``scheduled`` with backoff; a change that
+is no longer valid (its class was deleted, say) is ``failed`` with the reason.
+"""
+
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from celery import signature
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from schools.models import ScheduledChange, ScheduledChangeStatus
+from schools.scheduling import wakeups
+from schools.scheduling.validation import error_text, prepare
+from schools.services import RecordInUseError, record_create, record_delete, record_update
+from sync.backoff import backoff_seconds
+from sync.models import DEFAULT_LANE, Operation
+from sync.recorder import lock_lane
+
+logger = logging.getLogger(__name__)
+
+CLAIM_BATCH_SIZE = 100
+"""Changes claimed per transaction."""
+
+EXECUTE_CHUNK_SIZE = 20
+"""Changes applied per transaction: one commit for all, but the lane lock (which immediate
+writes wait for) is held while the chunk runs, a few milliseconds per change."""
+
+MAX_DRAIN_SECONDS = 10
+"""One run_due task hands over to a fresh one after this long."""
+
+CLAIM_LEASE_SECONDS = 120
+"""A claim older than this belongs to a dead worker."""
+
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
+MAX_ATTEMPTS = 10
+"""After this many transient failures a change is failed."""
+
+
+class _ClaimLost(Exception):
+    """Another worker took the change over after our claim expired."""
+
+
+def run_due() -> int:
+    """Claim and run due changes until none is left (or hand over to a fresh task)."""
+    started = time.monotonic()
+    ran = 0
+    while claimed := claim_due(timezone.now()):
+        for start in range(0, len(claimed), EXECUTE_CHUNK_SIZE):
+            execute_chunk(claimed[start : start + EXECUTE_CHUNK_SIZE])
+        ran += len(claimed)
+        if time.monotonic() - started > MAX_DRAIN_SECONDS:
+            signature("schools.run_due_changes").apply_async()
+            break
+    return ran
+
+
+@transaction.atomic
+def claim_due(now: datetime) -> list[ScheduledChange]:
+    """Mark a batch of due changes ``running`` under a fresh claim token; other workers skip them."""
+    ids = list(
+        ScheduledChange.objects.select_for_update(skip_locked=True)
+        .filter(status=ScheduledChangeStatus.SCHEDULED, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:CLAIM_BATCH_SIZE]
+    )
+    if not ids:
+        return []
+    token = uuid.uuid4().hex
+    ScheduledChange.objects.filter(pk__in=ids, status=ScheduledChangeStatus.SCHEDULED).update(
+        status=ScheduledChangeStatus.RUNNING,
+        claim_token=token,
+        claimed_at=now,
+        attempt_count=F("attempt_count") + 1,
+        updated_at=now,
+    )
+    return list(ScheduledChange.objects.filter(claim_token=token).select_related("created_by").order_by("due_at"))
+
+
+def execute_chunk(changes: list[ScheduledChange]) -> None:
+    """Apply claimed changes in one transaction, each confirmed (``done``) with its own write.
+
+    Each change runs in a savepoint: one that is no longer valid is ``failed`` alone. A
+    transient database error rolls the whole chunk back; every change in it is then
+    retried later. One commit (and one dispatcher kick) serves the whole chunk.
+    """
+    outcomes: list[tuple[ScheduledChange, str]] = []
+    try:
+        with transaction.atomic():
+            # Before anything is read: the targets cannot change (or go) until the chunk commits.
+            lock_lane(DEFAULT_LANE)
+            for change in changes:
+                outcomes.append((change, _execute_in_savepoint(change)))
+    except DatabaseError as exc:
+        for change in changes:
+            _retry_later(change, f"{type(exc).__name__}: {exc}")
+        return
+    for change, outcome in outcomes:
+        logger.info(
+            "scheduled change %s %s: %s %s, %.3f s after execute_at",
+            change.pk,
+            outcome,
+            change.operation,
+            change.resource,
+            (timezone.now() - change.execute_at).total_seconds(),
+        )
+
+
+def _execute_in_savepoint(change: ScheduledChange) -> str:
+    try:
+        with transaction.atomic():
+            object_id = _apply(change)
+            confirmed = _mine(change).update(
+                status=ScheduledChangeStatus.DONE,
+                result_object_id=object_id,
+                started_at=F("claimed_at"),
+                finished_at=timezone.now(),
+                error="",
+                updated_at=timezone.now(),
+            )
+            if not confirmed:
+                raise _ClaimLost
+    except _ClaimLost:
+        return "taken over by another worker; not applied here"
+    except (ValidationError, RecordInUseError, IntegrityError) as exc:
+        _fail(change, error_text(exc))
+        return "failed"
+    except DatabaseError:
+        raise
+    except Exception as exc:  # a bug in one change must not retry forever, nor hold the others back
+        logger.exception("scheduled change %s raised", change.pk)
+        _retry_later(change, f"{type(exc).__name__}: {exc}")
+        return "to be retried"
+    return "done"
+
+
+def _apply(change: ScheduledChange) -> int:
+    prepared = prepare(change.resource, change.operation, change.target_id, change.data)
+    actor = change.created_by
+    if change.operation == Operation.CREATE:
+        return record_create(model=prepared.model, data=prepared.data, actor=actor).pk
+    if change.operation == Operation.UPDATE:
+        return record_update(instance=prepared.instance, data=prepared.data, actor=actor).pk
+    object_id = prepared.instance.pk
+    record_delete(instance=prepared.instance, actor=actor)
+    return object_id
+
+
+def _mine(change: ScheduledChange):
+    return ScheduledChange.objects.filter(
+        pk=change.pk, status=ScheduledChangeStatus.RUNNING, claim_token=change.claim_token
+    )
+
+
+def _fail(change: ScheduledChange, reason: str) -> None:
+    _mine(change).update(
+        status=ScheduledChangeStatus.FAILED, error=reason, finished_at=timezone.now(), updated_at=timezone.now()
+    )
+    logger.warning("scheduled change %s failed: %s", change.pk, reason)
+
+
+def _retry_later(change: ScheduledChange, reason: str) -> None:
+    if change.attempt_count >= MAX_ATTEMPTS:
+        _fail(change, f"gave up after {change.attempt_count} attempts: {reason}")
+        return
+    delay = backoff_seconds(change.attempt_count, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS)
+    due_at = timezone.now() + timedelta(seconds=delay)
+    _mine(change).update(
+        status=ScheduledChangeStatus.SCHEDULED, due_at=due_at, claim_token="", error=reason, updated_at=timezone.now()
+    )
+    logger.warning("scheduled change %s will be retried at %s: %s", change.pk, due_at.isoformat(), reason)
+    transaction.on_commit(lambda: wakeups.wake_at([due_at]), robust=True)  # never publish under the lane lock
+
+
+def sweep() -> dict[str, int]:
+    """Release dead claims, run what is overdue, and send wake-ups for changes coming due."""
+    now = timezone.now()
+    released = ScheduledChange.objects.filter(
+        status=ScheduledChangeStatus.RUNNING, claimed_at__lt=now - timedelta(seconds=CLAIM_LEASE_SECONDS)
+    ).update(status=ScheduledChangeStatus.SCHEDULED, claim_token="", updated_at=now)
+    upcoming = list(
+        ScheduledChange.objects.filter(
+            status=ScheduledChangeStatus.SCHEDULED, due_at__lte=now + timedelta(seconds=wakeups.WAKEUP_HORIZON_SECONDS)
+        )
+        .values_list("due_at", flat=True)
+        .distinct()
+    )
+    wakeups.wake_at(max(moment, now) for moment in upcoming)
+    return {"released": released, "upcoming": len(upcoming)}

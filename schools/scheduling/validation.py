@@ -1,0 +1,146 @@
+"""Checks a scheduled change exactly as the equivalent immediate API request would, writing nothing."""
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from rest_framework import serializers as drf_serializers
+
+from schools.services import RESOURCES
+from sync.models import Operation, Resource
+
+TARGET_REQUIRED = "An update or delete needs the target_id of the record to change."
+TARGET_NOT_ALLOWED = "A create has no target_id."
+DELETE_TAKES_NO_DATA = "A delete takes no data."
+TARGET_MISSING = "There is no {resource} record with id {target_id}."
+
+MODELS = {resource: (model, serializer) for model, (resource, serializer) in RESOURCES.items()}
+PERMISSION_ACTIONS = {Operation.CREATE: "add", Operation.UPDATE: "change", Operation.DELETE: "delete"}
+
+
+def required_permission(resource: str, operation: str) -> str:
+    """The model permission the immediate request needs, which scheduling the change needs too."""
+    model, _ = MODELS[Resource(resource)]
+    return f"{model._meta.app_label}.{PERMISSION_ACTIONS[Operation(operation)]}_{model._meta.model_name}"
+
+
+@dataclass
+class PreparedChange:
+    model: type[models.Model]
+    instance: models.Model | None  # the record to update or delete
+    data: Mapping[str, Any]  # validated field values
+
+
+_UNFETCHED = object()
+
+
+def prepare(
+    resource: str, operation: str, target_id: int | None, data: Mapping[str, Any], target: Any = _UNFETCHED
+) -> PreparedChange:
+    """Check a change the way the immediate API request does; raises ValidationError.
+
+    ``target`` is the record to change when the caller fetched it already (None: not found).
+    """
+    model, serializer_class = MODELS[Resource(resource)]
+    if operation == Operation.CREATE:
+        if target_id is not None:
+            raise ValidationError({"target_id": TARGET_NOT_ALLOWED})
+        return PreparedChange(model, None, _validated(serializer_class, data))
+    if target_id is None:
+        raise ValidationError({"target_id": TARGET_REQUIRED})
+    instance = model.objects.filter(pk=target_id).first() if target is _UNFETCHED else target
+    if instance is None:
+        raise ValidationError({"target_id": TARGET_MISSING.format(resource=resource, target_id=target_id)})
+    if operation == Operation.DELETE:
+        if data:
+            raise ValidationError({"data": DELETE_TAKES_NO_DATA})
+        return PreparedChange(model, instance, {})
+    return PreparedChange(model, instance, _validated(serializer_class, data, instance, partial=True))
+
+
+def validate_as_immediate(prepared: PreparedChange) -> None:
+    """Run the model validation the service would run, without writing anything."""
+    if prepared.instance is None:
+        candidate = prepared.model(**prepared.data)
+    elif prepared.data:
+        candidate = _detached_copy(prepared.instance)
+        for field, value in prepared.data.items():
+            setattr(candidate, field, value)
+    else:
+        return
+    untouched = _untouched_unique_fields(prepared.model, prepared.data) if prepared.instance is not None else set()
+    try:
+        candidate.full_clean(exclude=untouched)
+    except ValidationError as exc:
+        raise ValidationError({"data": exc.messages}) from exc
+
+
+def targets(changes: list[Mapping[str, Any]]) -> dict[tuple[str, int], models.Model]:
+    """The records a batch updates or deletes, one query per resource."""
+    wanted: dict[str, set[int]] = {}
+    for change in changes:
+        if change.get("target_id") is not None and change.get("resource") in MODELS:
+            wanted.setdefault(change["resource"], set()).add(change["target_id"])
+    found = {}
+    for resource, ids in wanted.items():
+        model, _ = MODELS[Resource(resource)]
+        found.update({(resource, pk): record for pk, record in model.objects.in_bulk(ids).items()})
+    return found
+
+
+def error_text(exc: Exception) -> str:
+    """A validation error (or any other) as one line, for a change's ``error`` field."""
+    if isinstance(exc, ValidationError):
+        return _flatten(exc.message_dict) if hasattr(exc, "error_dict") else " ".join(exc.messages)
+    return str(exc)
+
+
+def _validated(serializer_class, data: Mapping[str, Any], instance=None, partial: bool = False) -> dict[str, Any]:
+    serializer = _serializer(serializer_class, partial)
+    serializer.instance = instance
+    try:
+        return serializer.run_validation(data)
+    except drf_serializers.ValidationError as exc:
+        raise ValidationError({"data": [_flatten(exc.detail)]}) from exc
+
+
+_per_thread = threading.local()
+
+
+def _serializer(serializer_class, partial: bool):
+    """One validating serializer per kind and thread: building a ModelSerializer's fields is costly."""
+    serializers = _per_thread.__dict__.setdefault("serializers", {})
+    key = (serializer_class, partial)
+    if key not in serializers:
+        serializers[key] = serializer_class(partial=partial)
+    return serializers[key]
+
+
+def _flatten(errors: Mapping[str, Any]) -> str:
+    return "; ".join(f"{field}: {' '.join(str(m) for m in messages)}" for field, messages in errors.items())
+
+
+def _untouched_unique_fields(model: type[models.Model], changed: Mapping[str, Any]) -> set[str]:
+    """Single-field unique fields an update leaves alone: they cannot start clashing, so
+    their uniqueness queries are skipped (as a ModelForm skips fields it does not edit).
+    Fields in multi-field constraints are always checked."""
+    in_composites = {
+        name
+        for constraint in model._meta.constraints
+        if isinstance(constraint, models.UniqueConstraint)
+        for name in (constraint.fields if len(constraint.fields) > 1 or constraint.expressions else ())
+    }
+    return {
+        field.name
+        for field in model._meta.concrete_fields
+        if field.unique and not field.primary_key and field.name not in changed and field.name not in in_composites
+    }
+
+
+def _detached_copy(instance: models.Model) -> models.Model:
+    """The same stored record as a separate object, so validating a change leaves the original alone."""
+    values = [getattr(instance, field.attname) for field in instance._meta.concrete_fields]
+    return type(instance).from_db(instance._state.db, None, values)
