@@ -23,7 +23,7 @@ help:
 	@echo "make run           install, migrate, load demo data, start web, workers, beat and the simulator"
 	@echo "make test          install and run the whole test suite"
 	@echo "make bench         benchmarks on PostgreSQL and RabbitMQ (docs/bench/); BENCH=push|write|scheduled for one"
-	@echo "make lint          ruff lint and format check"
+	@echo "make lint          ruff lint and format check, mypy"
 	@echo "make format        apply ruff fixes and formatting"
 	@echo "make screenshots   refresh docs/screenshots from the browser test"
 	@echo "make requirements  re-pin requirements/*.txt from requirements/*.in"
@@ -56,9 +56,11 @@ endif
 bench: install
 	$(BIN)/python tests/benchmarks/run_all.py $(BENCH)
 
+# mypy imports the settings (django-stubs), which need a secret key unless DJANGO_DEBUG is on.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	DJANGO_DEBUG=true $(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -72,4 +74,4 @@ requirements:
 	cd requirements && uv pip compile --quiet --upgrade --python-version 3.11 dev.in -o dev.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,10 +1,14 @@
 """REST API plumbing shared by every app: pagination, the 409 error and error translation."""
 
 import logging
+from typing import cast
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
+from django.http import HttpRequest
 from rest_framework import exceptions, pagination, status
+from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -22,6 +26,11 @@ class StandardPagination(pagination.PageNumberPagination):
     page_size = DEFAULT_PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
+
+
+def signed_in_user(request: HttpRequest | Request) -> User:
+    """The user of a request that passed authentication, as every endpoint and admin page requires."""
+    return cast(User, request.user)
 
 
 class Conflict(exceptions.APIException):

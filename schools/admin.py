@@ -1,5 +1,7 @@
 """Admin screens for the school records; saves and deletes go through schools.services."""
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -15,8 +17,14 @@ from sync.admin import ReadOnlyAdminMixin
 
 WRITE_REFUSED = "Nothing was saved: {reason}"
 
+# ServiceWritesMixin goes before admin.ModelAdmin; this tells the type checker so.
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin
+else:
+    _ModelAdmin = object
 
-class ServiceWritesMixin:
+
+class ServiceWritesMixin(_ModelAdmin):
     """Route every admin write (forms, inlines, bulk delete) through the services.
 
     The forms check the same rules first; what only the service can find out (a clash

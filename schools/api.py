@@ -7,6 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
+from config.api import signed_in_user
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
 from schools.scheduling.services import (
     InvalidChangesError,
@@ -42,16 +43,16 @@ class RecordViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         serializer.instance = record_create(
-            model=serializer.Meta.model, data=serializer.validated_data, actor=self.request.user
+            model=serializer.Meta.model, data=serializer.validated_data, actor=signed_in_user(self.request)
         )
 
     def perform_update(self, serializer):
         serializer.instance = record_update(
-            instance=serializer.instance, data=serializer.validated_data, actor=self.request.user
+            instance=serializer.instance, data=serializer.validated_data, actor=signed_in_user(self.request)
         )
 
     def perform_destroy(self, instance):
-        record_delete(instance=instance, actor=self.request.user)
+        record_delete(instance=instance, actor=signed_in_user(self.request))
 
 
 class SchoolViewSet(RecordViewSet):
@@ -192,7 +193,7 @@ class ScheduledChangeViewSet(
 
     def perform_destroy(self, instance):
         self._check_permission(instance.resource, instance.operation)
-        scheduled_change_cancel(change=instance, actor=self.request.user)
+        scheduled_change_cancel(change=instance, actor=signed_in_user(self.request))
 
     def _check_permission(self, resource, operation):
         if not self.request.user.has_perm(required_permission(resource, operation)):

@@ -159,7 +159,8 @@ class SchoolClass(TimestampedModel):
             stored = SchoolClass.objects.filter(pk=self.pk).values_list("grade__school_id", flat=True)
             if stored and stored[0] != school_id:
                 raise ValidationError({"grade": CLASS_SCHOOL_IMMUTABLE})
-        if self.homeroom_teacher_id and self.homeroom_teacher.school_id != school_id:
+        teacher = self.homeroom_teacher if self.homeroom_teacher_id else None
+        if teacher is not None and teacher.school_id != school_id:
             raise ValidationError({"homeroom_teacher": HOMEROOM_TEACHER_OF_OTHER_SCHOOL})
 
 

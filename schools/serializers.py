@@ -4,9 +4,14 @@ Uniqueness and cross-record rules are checked once, by the services (``full_clea
 these serializers check types, lengths and that referenced ids exist.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from rest_framework import serializers
 
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class SchoolSerializer(serializers.ModelSerializer):
@@ -21,7 +26,7 @@ class GradeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Grade
         fields = ["id", "school", "level", "name"]
-        validators = []
+        validators: list[Any] = []
 
 
 class SchoolClassSerializer(serializers.ModelSerializer):
@@ -30,14 +35,14 @@ class SchoolClassSerializer(serializers.ModelSerializer):
         fields = ["id", "grade", "name", "homeroom_teacher"]
         # A PUT without "homeroom_teacher" clears it (a PATCH leaves it alone).
         extra_kwargs = {"homeroom_teacher": {"default": None}}
-        validators = []
+        validators: list[Any] = []
 
 
 class TeacherSerializer(serializers.ModelSerializer):
     class Meta:
         model = Teacher
         fields = ["id", "school", "first_name", "last_name", "email"]
-        validators = []
+        validators: list[Any] = []
 
 
 class StudentSerializer(serializers.ModelSerializer):
@@ -46,13 +51,17 @@ class StudentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Student
         fields = ["id", "school_class", "first_name", "last_name", "student_number"]
-        validators = []
+        validators: list[Any] = []
 
 
 class ScheduledChangeSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
-    data = serializers.JSONField(
+    # A field named "data": the metaclass moves it out of the class, so Serializer.data stays
+    # the property the stubs describe.
+    data = serializers.JSONField(  # type: ignore[assignment]
         required=False, default=dict, help_text="The fields, as in the immediate request's body."
     )
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import models, transaction
 from rest_framework import serializers
 
@@ -27,7 +27,7 @@ from sync.models import DEFAULT_LANE, Operation, Resource
 from sync.recorder import entry_create, lock_lane
 
 RecordT = TypeVar("RecordT", bound=models.Model)
-Actor = AbstractBaseUser | None
+Actor = User | None
 
 DELETE_REFUSED = (
     "Cannot delete {kind} “{record}”: it is still referenced by {references}. Delete or reassign those first."

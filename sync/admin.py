@@ -28,7 +28,7 @@ class ReadOnlyAdminMixin:
 class OperationAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = OperationAttempt
     fields = ["started_at", "duration_ms", "outcome", "status_code", "error"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # the stubs type fields as a list of field groups
     extra = 0
 
 
@@ -71,7 +71,7 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "updated_at",
         "payload_pretty",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # the stubs type fields as a list of field groups
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: OperationLog) -> str:

@@ -6,7 +6,8 @@ system while a user waits.
 
 import logging
 import time
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import httpx
 from django.conf import settings
@@ -60,6 +61,6 @@ def read_health() -> dict[str, Any]:
             "age_seconds": None,
             "stale": True,
         }
-    checked_at = parse_datetime(cached["checked_at"])
+    checked_at = cast(datetime, parse_datetime(cached["checked_at"]))  # as refresh_health() stored it
     age = (timezone.now() - checked_at).total_seconds()
     return {**cached, "age_seconds": round(age, 1), "stale": age > HEALTH_STALE_AFTER_SECONDS}

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Case, Count, F, Min, OuterRef, Q, Subquery, When
+from django.db.models import Aggregate, Case, Count, F, Min, OuterRef, Q, Subquery, When
 
 from sync.health import read_health
 from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
@@ -67,7 +67,7 @@ def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
     )
     if not blocks_on_failure():
         closed_at = Case(When(status=EntryStatus.FAILED, then=F("updated_at")), default=closed_at)
-    aggregates = {}
+    aggregates: dict[str, Aggregate] = {}
     for index, end in enumerate(ends):
         aggregates[f"pushes_{index}"] = Count(
             "pk", filter=Q(pushed_at__gt=end - timedelta(hours=1), pushed_at__lte=end)

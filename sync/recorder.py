@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 
 from sync.models import DEFAULT_LANE, Operation, OperationLog, Resource, SyncLane
@@ -17,7 +17,7 @@ def entry_create(
     resource: Resource,
     object_id: int,
     payload: dict[str, Any],
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     lane: str = DEFAULT_LANE,
 ) -> OperationLog:
     """Insert the outbox entry for a change; call it as the last step of the writing transaction.

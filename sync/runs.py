@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -157,7 +158,7 @@ def record_run(run: list[OperationLog], sent: list[SentEntry], lease_token: str)
             )
             for attempt in sent
         )
-        lane_update = (
+        lane_update: dict[str, Any] = (
             {"lease_token": "", "lease_expires_at": None} if stops else {"lease_expires_at": lease.expires_at()}
         )
         if succeeded:
@@ -173,13 +174,13 @@ def record_run(run: list[OperationLog], sent: list[SentEntry], lease_token: str)
                 in_progress.filter(pk=attempt.entry.pk).update(
                     status=EntryStatus.FAILED, next_attempt_at=None, last_error=attempt.result.error, updated_at=now
                 )
-            elif attempt.result.outcome == Outcome.TRANSIENT:
-                in_progress.filter(pk=attempt.entry.pk).update(
-                    status=EntryStatus.PENDING,
-                    next_attempt_at=now + timedelta(seconds=retry_in),
-                    last_error=attempt.result.error,
-                    updated_at=now,
-                )
+        if retry_in is not None:  # a transient failure always ends the run: it is the last send
+            in_progress.filter(pk=last.entry.pk).update(
+                status=EntryStatus.PENDING,
+                next_attempt_at=now + timedelta(seconds=retry_in),
+                last_error=last.result.error,
+                updated_at=now,
+            )
         # Claimed but not sent (the run stopped early): pending again, the claim's attempt undone.
         in_progress.filter(pk__in=unsent).update(
             status=EntryStatus.PENDING, attempt_count=F("attempt_count") - 1, updated_at=now

@@ -1,13 +1,18 @@
 """REST representation of OperationLog entries."""
 
+from typing import TYPE_CHECKING
+
 from rest_framework import serializers
 
 from sync.models import OperationLog
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 
 class OperationLogSerializer(serializers.ModelSerializer):
     lane = serializers.CharField(source="lane_id", read_only=True)
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(slug_field="username", read_only=True)
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
 
     class Meta:

@@ -2,7 +2,7 @@
 
 import logging
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,14 +22,14 @@ class EntryStateError(ConflictError):
     """The entry's status does not allow the requested action."""
 
 
-def entry_retry(*, entry: OperationLog, actor: AbstractBaseUser | None = None) -> OperationLog:
+def entry_retry(*, entry: OperationLog, actor: User | None = None) -> OperationLog:
     """Make a failed (or backing-off) entry due now; the lane resumes with it."""
     return _transition(
         entry, (EntryStatus.FAILED, EntryStatus.PENDING), EntryStatus.PENDING, RETRY_NOT_ALLOWED, actor, "retried"
     )
 
 
-def entry_cancel(*, entry: OperationLog, actor: AbstractBaseUser | None = None) -> OperationLog:
+def entry_cancel(*, entry: OperationLog, actor: User | None = None) -> OperationLog:
     """Give up on an entry that was not sent; the lane goes on after it."""
     return _transition(
         entry, (EntryStatus.PENDING, EntryStatus.FAILED), EntryStatus.CANCELLED, CANCEL_NOT_ALLOWED, actor, "cancelled"

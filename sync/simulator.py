@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ExternalSimulator:
 
     def reset(self) -> None:
         with self._lock:
-            self.records: dict[str, dict[str, Any]] = {resource: {} for resource in RESOURCES}
+            self.records: dict[str, dict[int, Any]] = {resource: {} for resource in RESOURCES}
             self.applied: list[dict[str, Any]] = []
             self._keys: dict[str, _Stored] = {}
             self._script: deque[str] = deque()
@@ -165,7 +165,8 @@ class ExternalSimulator:
             time.sleep(LATENCY_SECONDS[resource] * self.latency_scale)
             if fault == TIMEOUT:
                 time.sleep(self.timeout_seconds)
-            reply = self._apply(method, resource, object_id, data, key, int(sequence), received_at)
+            # A PUT or DELETE has the id in its path, a POST in its body (checked above).
+            reply = self._apply(method, resource, cast(int, object_id), data, key, int(sequence), received_at)
         except BaseException:
             with self._lock:
                 self._keys.pop(key, None)
@@ -296,6 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
 class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    server_address: tuple[str, int]  # an AF_INET socket's (host, port) once bound
 
     def __init__(self, address: tuple[str, int], simulator: ExternalSimulator):
         super().__init__(address, _Handler)

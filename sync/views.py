@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from config.api import signed_in_user
 from sync import charts, metrics, overview
 from sync.models import EntryStatus, OperationLog
 from sync.services import EntryStateError, entry_cancel, entry_retry
@@ -44,7 +45,7 @@ def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponse
         raise PermissionDenied
     entry = get_object_or_404(OperationLog, pk=pk)
     try:
-        OPERATOR_ACTIONS[action](entry=entry, actor=request.user)
+        OPERATOR_ACTIONS[action](entry=entry, actor=signed_in_user(request))
     except EntryStateError as exc:
         messages.warning(request, str(exc))
     else:

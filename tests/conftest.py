@@ -3,6 +3,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.helpers import api_client_for
 
 RECORD_MODELS = ["school", "grade", "schoolclass", "teacher", "student"]
 ALL_RECORD_PERMISSIONS = [
@@ -43,12 +44,6 @@ def editor(db):
 @pytest.fixture
 def superuser(db):
     return UserFactory(is_staff=True, is_superuser=True)
-
-
-def api_client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -88,34 +88,3 @@ class UserFactory(factory.django.DjangoModelFactory):
         for codename in codenames:
             app_label, name = codename.split(".")
             self.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=name))
-
-
-def bulk_entries(count: int, status: str = "pending", **fields) -> list:
-    """OperationLog entries written directly, in sequence, for tests and benchmarks that read
-    or push the log and need no records behind it (their kicks would start the lane early)."""
-    from django.db import transaction
-
-    from sync.models import DEFAULT_LANE, OperationLog, SyncLane
-
-    with transaction.atomic():
-        SyncLane.objects.get_or_create(pk=DEFAULT_LANE)
-        lane = SyncLane.objects.select_for_update().get(pk=DEFAULT_LANE)
-        first = lane.next_sequence
-        lane.next_sequence = first + count
-        lane.save(update_fields=["next_sequence"])
-        return OperationLog.objects.bulk_create(
-            (
-                OperationLog(
-                    lane=lane,
-                    sequence=first + offset,
-                    operation="create",
-                    resource="schools",
-                    object_id=first + offset,
-                    payload={"id": first + offset, "name": f"School {first + offset}", "address": ""},
-                    status=status,
-                    **fields,
-                )
-                for offset in range(count)
-            ),
-            batch_size=2000,
-        )

@@ -11,10 +11,11 @@ import logging
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import cast
 
 from celery import signature
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -149,10 +150,11 @@ def _apply(change: ScheduledChange) -> int:
     actor = change.created_by
     if change.operation == Operation.CREATE:
         return record_create(model=prepared.model, data=prepared.data, actor=actor).pk
+    instance = cast(models.Model, prepared.instance)  # an update's or delete's target; prepare() raised if missing
     if change.operation == Operation.UPDATE:
-        return record_update(instance=prepared.instance, data=prepared.data, actor=actor).pk
-    object_id = prepared.instance.pk
-    record_delete(instance=prepared.instance, actor=actor)
+        return record_update(instance=instance, data=prepared.data, actor=actor).pk
+    object_id = instance.pk
+    record_delete(instance=instance, actor=actor)
     return object_id
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
@@ -46,7 +46,7 @@ def scheduled_change_create(
     operation: str,
     target_id: int | None = None,
     data: Mapping[str, Any] | None = None,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
 ) -> ScheduledChange:
     change = {"execute_at": execute_at, "resource": resource, "operation": operation, "target_id": target_id}
     try:
@@ -56,7 +56,9 @@ def scheduled_change_create(
     return created
 
 
-def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor=None) -> list[ScheduledChange]:
+def scheduled_changes_create(
+    changes: Iterable[Mapping[str, Any]], *, actor: User | None = None
+) -> list[ScheduledChange]:
     """Validate and store a batch of changes, all or none."""
     now = timezone.now()
     changes = list(changes)
@@ -64,11 +66,11 @@ def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor=None
     rows, errors = [], []
     for change in changes:
         data = dict(change.get("data") or {})
-        target_id = change.get("target_id")
+        target_id: int | None = change.get("target_id")
         try:
             if change["execute_at"] < now - timedelta(seconds=PAST_TOLERANCE_SECONDS):
                 raise ValidationError({"execute_at": EXECUTE_AT_IN_THE_PAST})
-            target = found.get((change["resource"], target_id))
+            target = found.get((change["resource"], target_id)) if target_id is not None else None
             validate_as_immediate(prepare(change["resource"], change["operation"], target_id, data, target))
         except ValidationError as exc:
             errors.append(exc.message_dict)
@@ -95,7 +97,7 @@ def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor=None
     return created
 
 
-def scheduled_change_cancel(*, change: ScheduledChange, actor: AbstractBaseUser | None = None) -> ScheduledChange:
+def scheduled_change_cancel(*, change: ScheduledChange, actor: User | None = None) -> ScheduledChange:
     """Cancel a change that has not started. Cancel and claim are one row update each: one wins."""
     cancelled = ScheduledChange.objects.filter(pk=change.pk, status=ScheduledChangeStatus.SCHEDULED).update(
         status=ScheduledChangeStatus.CANCELLED, finished_at=timezone.now(), updated_at=timezone.now()

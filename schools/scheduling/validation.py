@@ -3,7 +3,7 @@
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -51,7 +51,7 @@ def prepare(
         return PreparedChange(model, None, _validated(serializer_class, data))
     if target_id is None:
         raise ValidationError({"target_id": TARGET_REQUIRED})
-    instance = model.objects.filter(pk=target_id).first() if target is _UNFETCHED else target
+    instance = model._default_manager.filter(pk=target_id).first() if target is _UNFETCHED else target
     if instance is None:
         raise ValidationError({"target_id": TARGET_MISSING.format(resource=resource, target_id=target_id)})
     if operation == Operation.DELETE:
@@ -87,7 +87,7 @@ def targets(changes: list[Mapping[str, Any]]) -> dict[tuple[str, int], models.Mo
     found = {}
     for resource, ids in wanted.items():
         model, _ = MODELS[Resource(resource)]
-        found.update({(resource, pk): record for pk, record in model.objects.in_bulk(ids).items()})
+        found.update({(resource, pk): record for pk, record in model._default_manager.in_bulk(ids).items()})
     return found
 
 
@@ -104,7 +104,8 @@ def _validated(serializer_class, data: Mapping[str, Any], instance=None, partial
     try:
         return serializer.run_validation(data)
     except drf_serializers.ValidationError as exc:
-        raise ValidationError({"data": [_flatten(exc.detail)]}) from exc
+        # A serializer's errors are keyed by field (or non_field_errors).
+        raise ValidationError({"data": [_flatten(cast(dict[str, Any], exc.detail))]}) from exc
 
 
 _per_thread = threading.local()
@@ -142,5 +143,5 @@ def _untouched_unique_fields(model: type[models.Model], changed: Mapping[str, An
 
 def _detached_copy(instance: models.Model) -> models.Model:
     """The same stored record as a separate object, so validating a change leaves the original alone."""
-    values = [getattr(instance, field.attname) for field in instance._meta.concrete_fields]
-    return type(instance).from_db(instance._state.db, None, values)
+    names = [field.attname for field in instance._meta.concrete_fields]
+    return type(instance).from_db(instance._state.db, names, [getattr(instance, name) for name in names])

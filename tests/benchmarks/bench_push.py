@@ -35,7 +35,7 @@ def main() -> dict:
 
     from sync.dispatcher import RUN_LENGTH
     from tests.benchmarks import celery_baseline
-    from tests.simulated import running_simulator
+    from tests.helpers import running_simulator
 
     results: dict = {"pipeline": [], "chain_length": celery_baseline.CHAIN_LENGTH, "run_length": RUN_LENGTH}
     store = redis.Redis.from_url(celery_baseline.REDIS_URL)
@@ -113,7 +113,7 @@ def _elapsed_for(count: int) -> float:
 
     from sync.dispatcher import kick
     from sync.models import DEFAULT_LANE, EntryStatus, OperationLog
-    from tests.factories import bulk_entries
+    from tests.helpers import bulk_entries
 
     bulk_entries(count)
     harness.vacuum(*OUTBOX_TABLES)

@@ -28,7 +28,7 @@ def main() -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    from tests.simulated import running_simulator
+    from tests.helpers import running_simulator
 
     token = Token.objects.create(user=get_user_model().objects.create_superuser("bench", password=None)).key
     results = {"clients": CLIENTS}

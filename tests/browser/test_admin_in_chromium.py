@@ -16,7 +16,7 @@ from django.db import connections
 from django.utils import timezone
 
 from sync.health import HEALTH_CACHE_KEY
-from sync.models import EntryStatus, OperationLog, SyncLane
+from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, SyncLane
 from tests.factories import USER_PASSWORD, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -77,7 +77,7 @@ def a_day_of_history():
         attempt_count=1,
         last_error='HTTP 400: {"detail": "student number format not accepted"}',
     )
-    SyncLane.objects.filter(pk="global").update(
+    SyncLane.objects.filter(pk=DEFAULT_LANE).update(
         last_pushed_sequence=delivered[-1].sequence, last_pushed_at=now - timedelta(minutes=30)
     )
     cache.set(

@@ -16,13 +16,13 @@ from sync.dispatcher import sweep
 from sync.models import EntryStatus, OperationAttempt, OperationLog, SyncLane
 from sync.runs import RUN_LENGTH
 from tests.factories import UserFactory
-from tests.integration.conftest import (
+from tests.helpers import (
     assert_applied_once_in_order,
     broker_is_filesystem,
     free_port,
     wait_for_delivery,
+    wait_until,
 )
-from tests.simulated import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

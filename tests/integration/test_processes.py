@@ -7,8 +7,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from schools.services import school_create
 from sync import recorder
 from sync.models import OperationLog
-from tests.integration.conftest import assert_applied_once_in_order, free_port, wait_for_delivery
-from tests.simulated import wait_until
+from tests.helpers import assert_applied_once_in_order, free_port, wait_for_delivery, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from schools.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling import runner, services
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
-from tests.simulated import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.simulated import running_simulator
+from tests.helpers import running_simulator
 
 
 def call(url, method, path, *, key=None, sequence=1, json=None, token=None):

@@ -7,7 +7,6 @@ from rest_framework.test import APIClient
 
 from schools.models import HOMEROOM_TEACHER_OF_OTHER_SCHOOL, Grade, School, SchoolClass, Student, Teacher
 from sync.models import OperationLog
-from tests.conftest import api_client_for
 from tests.factories import (
     USER_PASSWORD,
     GradeFactory,
@@ -18,6 +17,7 @@ from tests.factories import (
     UserFactory,
     class_with_homeroom_teacher,
 )
+from tests.helpers import api_client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,5 @@
 """Services write the record and exactly one OperationLog entry together, or neither (I1)."""
 
-import re
 import uuid
 
 import pytest
@@ -20,8 +19,7 @@ from schools.services import (
     student_create,
     teacher_create,
 )
-from sync.models import EntryStatus, OperationLog, SyncLane
-from sync.recorder import NOT_IN_TRANSACTION, entry_create
+from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, SyncLane
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +66,7 @@ CASE_IDS = [case[0] for case in CASES]
 
 @pytest.mark.parametrize(("resource", "create", "changes"), CASES, ids=CASE_IDS)
 def test_create_writes_the_record_and_exactly_one_entry(resource, create, changes):
-    lane = SyncLane.objects.get(pk="global")
+    lane = SyncLane.objects.get(pk=DEFAULT_LANE)
     next_sequence_before = lane.next_sequence
     instance = create()
     entries = OperationLog.objects.filter(resource=resource, object_id=instance.pk)
@@ -76,7 +74,7 @@ def test_create_writes_the_record_and_exactly_one_entry(resource, create, change
     assert entries.count() == 1
     entry = entries.get()
     assert entry.operation == "create"
-    assert entry.lane_id == "global"
+    assert entry.lane_id == DEFAULT_LANE
     assert entry.status == EntryStatus.PENDING
     assert isinstance(entry.idempotency_key, uuid.UUID)
     assert entry.payload == snapshot(type(instance).objects.get(pk=instance.pk))
@@ -180,12 +178,6 @@ def test_a_failure_later_in_the_enclosing_transaction_rolls_back_both():
     assert_nothing_written(counts)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_recording_outside_a_transaction_is_refused():
-    with pytest.raises(RuntimeError, match=re.escape(NOT_IN_TRANSACTION)):
-        entry_create(operation="create", resource="schools", object_id=1, payload={})
-
-
 def test_validation_error_writes_nothing():
     SchoolFactory(name="Taken")
     counts = current_counts()
@@ -259,15 +251,6 @@ def test_a_student_moving_school_keeps_their_number_only_if_it_is_free_there():
 
     assert excinfo.value.message_dict == {"student_number": [school_models.STUDENT_NUMBER_TAKEN]}
     assert_nothing_written(counts)
-
-
-def test_one_kick_per_lane_per_transaction(django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        school = school_create(name="Kick once")
-        grade_create(school=school, level=1, name="One")
-        record_update(instance=school, data={"address": "Here"})
-    assert len(callbacks) == 1
-    assert callbacks[0].kicks_lane == "global"
 
 
 def test_student_school_follows_its_class():

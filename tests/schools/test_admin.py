@@ -2,9 +2,18 @@
 
 import pytest
 
-from schools.models import HOMEROOM_TEACHER_OF_OTHER_SCHOOL, Grade, School, Student
+from schools.models import (
+    HOMEROOM_TEACHER_OF_OTHER_SCHOOL,
+    Grade,
+    ScheduledChange,
+    ScheduledChangeStatus,
+    School,
+    Student,
+)
+from schools.scheduling import services
 from sync.models import OperationLog
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
+from tests.helpers import in_seconds
 
 pytestmark = pytest.mark.django_db
 
@@ -172,19 +181,6 @@ def test_autocomplete_finds_classes_by_school_name(admin_client):
     assert [r["id"] for r in response.json()["results"]] == [str(school_class.pk)]
 
 
-def test_operation_log_admin_is_read_only_and_filterable(admin_client):
-    school = SchoolFactory()
-    entry = OperationLog.objects.get(resource="schools", object_id=school.pk)
-    assert (
-        admin_client.get("/admin/sync/operationlog/?status__exact=pending&resource__exact=schools").status_code == 200
-    )
-    detail = admin_client.get(f"/admin/sync/operationlog/{entry.pk}/change/")
-    assert detail.status_code == 200
-    assert str(entry.idempotency_key) in detail.content.decode()
-    assert admin_client.get("/admin/sync/operationlog/add/").status_code == 403
-    assert admin_client.post(f"/admin/sync/operationlog/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
-
-
 def test_a_new_grade_with_an_inline_class_taught_from_another_school_is_a_form_error(admin_client):
     school = SchoolFactory()
     outsider = TeacherFactory()
@@ -236,3 +232,13 @@ def test_a_clash_only_the_service_sees_is_shown_as_a_message_and_saves_nothing(a
     second.refresh_from_db()
     assert (first.name, second.name) == ("A", "B")
     assert OperationLog.objects.count() == before
+
+
+def test_admin_cancel_action(client, superuser):
+    change = services.scheduled_change_create(
+        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Admin"}
+    )
+    client.force_login(superuser)
+    assert client.get("/admin/schools/scheduledchange/").status_code == 200
+    client.post("/admin/schools/scheduledchange/", {"action": "cancel_changes", "_selected_action": [change.pk]})
+    assert ScheduledChange.objects.get().status == ScheduledChangeStatus.CANCELLED

@@ -1,67 +1,22 @@
-"""The push, lease, backoff and sweep rules, run directly against the simulator (no worker)."""
+"""Runs: claim, send in order, record; the outcomes of a push and the order guard (I2, I4, I8)."""
 
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from sync import dispatcher, lease, runs, selectors, wakeup
-from sync.models import EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
+from sync import lease, runs, selectors
+from sync.models import DEFAULT_LANE, EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
 from sync.runs import RunResult
-from tests.factories import SchoolFactory
-from tests.simulated import running_simulator
+from tests.helpers import school_entries, take_lease
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def simulator(settings):
-    with running_simulator() as (sim, url):
-        settings.SYNC_API_URL = url
-        settings.SYNC_HTTP_TIMEOUT = 2
-        yield sim
-
-
-@pytest.fixture
-def kicks(monkeypatch):
-    """Lanes the code under test asked the dispatcher to wake up (publishing is the broker's job)."""
-    kicked = []
-    monkeypatch.setattr(wakeup, "kick", kicked.append)
-    return kicked
-
-
-@pytest.fixture
-def scheduled(monkeypatch):
-    """Dispatches published by the code under test, as (args, countdown)."""
-    calls = []
-
-    class Recorder:
-        def __init__(self, name, args):
-            self.name, self.args = name, args
-
-        def apply_async(self, countdown=None, **options):
-            calls.append((self.args, countdown))
-
-    monkeypatch.setattr(wakeup, "signature", lambda name, args, **kw: Recorder(name, args))
-    return calls
-
-
-def entries(count=1):
-    for _ in range(count):
-        SchoolFactory()
-    return list(OperationLog.objects.order_by("sequence"))
-
-
-def take_lease(token="chain-1"):
-    assert lease.acquire("global", token)
-    return token
-
-
 def test_push_sends_the_entry_and_records_success(simulator):
-    [entry] = entries()
+    [entry] = school_entries()
     assert runs.push_run([entry.pk], take_lease()) == RunResult.SENT
 
     entry.refresh_from_db()
@@ -69,13 +24,13 @@ def test_push_sends_the_entry_and_records_success(simulator):
     assert entry.pushed_at is not None
     [attempt] = entry.attempts.all()
     assert (attempt.outcome, attempt.status_code) == (Outcome.SUCCESS, 201)
-    lane = SyncLane.objects.get(pk="global")
+    lane = SyncLane.objects.get(pk=DEFAULT_LANE)
     assert (lane.last_pushed_sequence, lane.lease_token) == (entry.sequence, "chain-1")
     assert simulator.applied[0]["key"] == str(entry.idempotency_key)
 
 
 def test_push_without_the_lease_sends_nothing(simulator):
-    [entry] = entries()
+    [entry] = school_entries()
     take_lease("someone-else")
     assert runs.push_run([entry.pk], "chain-1") == RunResult.LEASE_LOST
     assert simulator.requests == 0
@@ -85,18 +40,18 @@ def test_push_without_the_lease_sends_nothing(simulator):
 
 @pytest.mark.parametrize("earlier_status", [EntryStatus.PENDING, EntryStatus.IN_PROGRESS, EntryStatus.FAILED])
 def test_push_never_overtakes_an_open_earlier_entry(simulator, kicks, earlier_status):
-    first, second = entries(2)
+    first, second = school_entries(2)
     token = take_lease()
     OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
 
     assert runs.push_run([second.pk], token) == RunResult.OUT_OF_ORDER
     assert simulator.requests == 0
-    assert SyncLane.objects.get(pk="global").lease_token == ""
-    assert kicks == ["global"]
+    assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == ""
+    assert kicks == [DEFAULT_LANE]
 
 
 def test_a_run_never_overtakes_an_open_entry_between_its_own(simulator, kicks):
-    first, second, third = entries(3)
+    first, second, third = school_entries(3)
     OperationLog.objects.filter(pk=second.pk).update(status=EntryStatus.FAILED)  # e.g. reopened by a resend
 
     assert runs.push_run([first.pk, third.pk], take_lease()) == RunResult.OUT_OF_ORDER
@@ -104,26 +59,26 @@ def test_a_run_never_overtakes_an_open_entry_between_its_own(simulator, kicks):
     assert set(OperationLog.objects.filter(pk__in=[first.pk, third.pk]).values_list("status", flat=True)) == {
         EntryStatus.PENDING
     }
-    assert kicks == ["global"]
+    assert kicks == [DEFAULT_LANE]
 
 
 @pytest.mark.parametrize("earlier_status", [EntryStatus.SUCCEEDED, EntryStatus.CANCELLED])
 def test_push_goes_on_after_a_succeeded_or_cancelled_entry(simulator, earlier_status):
-    first, second = entries(2)
+    first, second = school_entries(2)
     OperationLog.objects.filter(pk=first.pk).update(status=earlier_status)
     assert runs.push_run([second.pk], take_lease()) == RunResult.SENT
     assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
 
 
 def test_a_cancelled_entry_is_skipped_and_the_chain_goes_on(simulator):
-    [entry] = entries()
+    [entry] = school_entries()
     OperationLog.objects.filter(pk=entry.pk).update(status=EntryStatus.CANCELLED)
     assert runs.push_run([entry.pk], take_lease()) == RunResult.NOTHING_TO_SEND
     assert simulator.requests == 0
 
 
-def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(simulator, scheduled):
-    [entry] = entries()
+def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(simulator, published_dispatches):
+    [entry] = school_entries()
     simulator.configure(script=["error"], retry_after=120)
     before = timezone.now()
 
@@ -134,90 +89,33 @@ def test_a_transient_failure_backs_off_frees_the_lane_and_schedules_a_dispatch(s
     assert entry.attempt_count == 1
     assert entry.next_attempt_at >= before + timedelta(seconds=120)  # Retry-After honoured
     assert entry.last_error.startswith("HTTP 503")
-    assert SyncLane.objects.get(pk="global").lease_token == ""
-    [(args, countdown)] = scheduled
-    assert args == ("global",)  # a fresh dispatch: the lease was released
+    assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == ""
+    [(args, countdown)] = published_dispatches
+    assert args == (DEFAULT_LANE,)  # a fresh dispatch: the lease was released
     assert countdown >= 120
     assert entry.attempts.get().outcome == Outcome.TRANSIENT
 
 
 def test_a_permanent_failure_blocks_the_lane_by_default(simulator):
-    first, _ = entries(2)
+    first, _ = school_entries(2)
     simulator.configure(script=["reject"])
 
     assert runs.push_run([first.pk], take_lease()) == RunResult.BLOCKED
 
     first.refresh_from_db()
     assert (first.status, first.last_error[:8]) == (EntryStatus.FAILED, "HTTP 400")
-    assert SyncLane.objects.get(pk="global").lease_token == ""
-    assert not selectors.has_due_work("global", timezone.now())
+    assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == ""
+    assert not selectors.has_due_work(DEFAULT_LANE, timezone.now())
 
 
 def test_a_permanent_failure_can_be_skipped_by_setting(simulator, settings):
     settings.SYNC_ON_PERMANENT_FAILURE = "skip"
-    first, second = entries(2)
+    first, second = school_entries(2)
     simulator.configure(script=["reject"])
     token = take_lease()
     assert runs.push_run([first.pk], token) == RunResult.SENT
     assert runs.push_run([second.pk], token) == RunResult.SENT
     assert [a["key"] for a in simulator.applied] == [str(second.idempotency_key)]
-
-
-def test_due_entries_stop_at_a_failed_or_waiting_entry():
-    first, second, third = entries(3)
-    now = timezone.now()
-    assert selectors.due_entries("global", now, limit=10) == [first.pk, second.pk, third.pk]
-    assert selectors.due_entries("global", now, limit=2) == [first.pk, second.pk]
-
-    OperationLog.objects.filter(pk=second.pk).update(next_attempt_at=now + timedelta(seconds=30))
-    assert selectors.due_entries("global", now, limit=10) == [first.pk]
-
-    OperationLog.objects.filter(pk=first.pk).update(status=EntryStatus.FAILED)
-    assert selectors.due_entries("global", now, limit=10) == []
-
-
-def test_only_one_lease_at_a_time_until_it_expires(settings):
-    SyncLane.objects.get_or_create(pk="global")
-    assert lease.acquire("global", "a")
-    assert not lease.acquire("global", "b")
-    assert lease.renew("a")
-    assert not lease.renew("b")
-
-    SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert lease.acquire("global", "b")
-    assert not lease.renew("a")
-
-
-def test_sweep_expires_a_dead_lease_and_reopens_its_entry(kicks):
-    [entry] = entries()
-    take_lease("dead-chain")
-    OperationLog.objects.filter(pk=entry.pk).update(status=EntryStatus.IN_PROGRESS)
-
-    assert dispatcher.sweep() == []  # the lease is still live: its chain carries on
-    assert kicks == []
-
-    SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert dispatcher.sweep() == ["global"]
-    entry.refresh_from_db()
-    assert entry.status == EntryStatus.PENDING
-    assert SyncLane.objects.get(pk="global").lease_token == ""
-    assert kicks == ["global"]
-
-
-def test_sweep_kicks_a_lane_whose_kick_was_lost_and_leaves_idle_lanes_alone(kicks):
-    SyncLane.objects.get_or_create(pk="global")
-    assert dispatcher.sweep() == []
-    entries(1)
-    assert dispatcher.sweep() == ["global"]
-    assert kicks == ["global"]
-
-
-def test_sweep_waits_for_a_backoff_to_end(kicks):
-    [entry] = entries()
-    OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
-    assert dispatcher.sweep() == []
-    OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
-    assert dispatcher.sweep() == ["global"]
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 5, 20])
@@ -236,8 +134,8 @@ def test_retry_delay_honours_retry_after_up_to_an_hour(settings):
     assert runs.retry_delay(1, 10**6) == runs.MAX_RETRY_AFTER_SECONDS
 
 
-def test_each_attempt_is_kept(simulator, scheduled):
-    [entry] = entries()
+def test_each_attempt_is_kept(simulator, published_dispatches):
+    [entry] = school_entries()
     simulator.configure(script=["error"])
     runs.push_run([entry.pk], take_lease("a"))
     OperationLog.objects.filter(pk=entry.pk).update(next_attempt_at=None)
@@ -246,8 +144,8 @@ def test_each_attempt_is_kept(simulator, scheduled):
     assert outcomes == [Outcome.TRANSIENT, Outcome.SUCCESS]
 
 
-def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, scheduled, caplog):
-    [entry] = entries()
+def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, published_dispatches, caplog):
+    [entry] = school_entries()
     simulator.configure(script=["error"])
     with caplog.at_level("INFO", logger="sync.dispatcher"):
         runs.push_run([entry.pk], take_lease("a"))
@@ -262,7 +160,7 @@ def test_every_push_is_logged_with_its_sequence_key_and_outcome(simulator, sched
 
 
 def test_a_run_sends_its_entries_in_order_and_records_them_in_one_commit(simulator):
-    single, *run = entries(4)
+    single, *run = school_entries(4)
     token = take_lease()
     with CaptureQueriesContext(connection) as one:
         assert runs.push_run([single.pk], token) == RunResult.SENT
@@ -273,12 +171,12 @@ def test_a_run_sends_its_entries_in_order_and_records_them_in_one_commit(simulat
     assert [a["key"] for a in simulator.applied] == [str(entry.idempotency_key) for entry in [single, *run]]
     assert set(OperationLog.objects.values_list("status", "attempt_count")) == {(EntryStatus.SUCCEEDED, 1)}
     assert OperationAttempt.objects.filter(outcome=Outcome.SUCCESS).count() == 4
-    lane = SyncLane.objects.get(pk="global")
+    lane = SyncLane.objects.get(pk=DEFAULT_LANE)
     assert (lane.last_pushed_sequence, lane.lease_token) == (run[-1].sequence, token)
 
 
-def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simulator, scheduled):
-    first, second, third = entries(3)
+def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simulator, published_dispatches):
+    first, second, third = school_entries(3)
     simulator.configure(script=["ok", "error"])
 
     assert runs.push_run([first.pk, second.pk, third.pk], take_lease()) == RunResult.RETRY_LATER
@@ -289,13 +187,13 @@ def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simula
     assert (third.attempt_count, third.next_attempt_at) == (0, None)  # never sent: its claim is undone
     assert OperationLog.objects.get(pk=second.pk).next_attempt_at is not None
     assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
-    assert SyncLane.objects.get(pk="global").lease_token == ""
-    assert [args for args, _ in scheduled] == [("global",)]
+    assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == ""
+    assert [args for args, _ in published_dispatches] == [(DEFAULT_LANE,)]
 
 
-def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(simulator, scheduled, settings):
+def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(simulator, published_dispatches, settings):
     settings.SYNC_RUN_SECONDS = 0
-    first, second = entries(2)
+    first, second = school_entries(2)
     token = take_lease()
 
     assert runs.push_run([first.pk, second.pk], token) == RunResult.HANDED_OVER
@@ -303,13 +201,13 @@ def test_a_run_out_of_time_hands_the_rest_to_a_dispatch_under_the_same_lease(sim
     assert [a["key"] for a in simulator.applied] == [str(first.idempotency_key)]
     second.refresh_from_db()
     assert (second.status, second.attempt_count) == (EntryStatus.PENDING, 0)
-    assert SyncLane.objects.get(pk="global").lease_token == token
-    assert scheduled == [(("global", token), None)]  # the same lease goes on
+    assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == token
+    assert published_dispatches == [((DEFAULT_LANE, token), None)]  # the same lease goes on
 
 
 def test_a_skipped_permanent_failure_lets_the_run_go_on(simulator, settings):
     settings.SYNC_ON_PERMANENT_FAILURE = "skip"
-    first, second = entries(2)
+    first, second = school_entries(2)
     simulator.configure(script=["reject"])
     assert runs.push_run([first.pk, second.pk], take_lease()) == RunResult.SENT
     assert dict(OperationLog.objects.values_list("pk", "status")) == {
@@ -318,36 +216,18 @@ def test_a_skipped_permanent_failure_lets_the_run_go_on(simulator, settings):
     }
 
 
-def test_dispatch_pushes_the_first_run_itself_and_chains_the_rest(simulator, monkeypatch):
-    published = []
-    publish = SimpleNamespace(apply_async=dict)
-    monkeypatch.setattr(dispatcher, "chain", lambda *links: published.append(links) or publish)
-    run = entries(runs.RUN_LENGTH + 1)
-
-    dispatcher.dispatch_lane("global")
-
-    first_run = run[: runs.RUN_LENGTH]
-    assert [a["key"] for a in simulator.applied] == [str(entry.idempotency_key) for entry in first_run]
-    [links] = published
-    token = SyncLane.objects.get(pk="global").lease_token
-    assert [(link.task, link.args) for link in links] == [
-        ("sync.push", ([run[-1].pk], token)),
-        ("sync.dispatch", ("global", token)),
-    ]
-
-
-def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled):
+def test_a_late_run_does_not_overwrite_what_happened_since(simulator, published_dispatches):
     from sync.client import PushResult
 
-    [entry] = entries()
+    [entry] = school_entries()
     token = take_lease("chain-a")
     refusal, run = runs.claim_run([entry.pk], token)  # chain A claims the entry and sends attempt 1
     assert refusal is None
 
     # Meanwhile A stalled past its lease; chain B took the lane over, claimed the entry again
     # (attempt 2) and is sending it.
-    SyncLane.objects.filter(pk="global").update(lease_expires_at=timezone.now())
-    assert lease.acquire("global", "chain-b")
+    SyncLane.objects.filter(pk=DEFAULT_LANE).update(lease_expires_at=timezone.now())
+    assert lease.acquire(DEFAULT_LANE, "chain-b")
     assert runs.claim_run([entry.pk], "chain-b")[0] is None
     for result in (
         PushResult(Outcome.SUCCESS, status_code=201),
@@ -358,6 +238,6 @@ def test_a_late_run_does_not_overwrite_what_happened_since(simulator, scheduled)
         assert runs.record_run(run, sent, token) == RunResult.LEASE_LOST
         entry.refresh_from_db()
         assert (entry.status, entry.attempt_count) == (EntryStatus.IN_PROGRESS, 2)  # B's claim stands
-        assert SyncLane.objects.get(pk="global").lease_token == "chain-b"
-    assert scheduled == []
+        assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == "chain-b"
+    assert published_dispatches == []
     assert OperationAttempt.objects.filter(entry=entry).count() == 3  # A's attempts are still on record

@@ -10,7 +10,7 @@ import pytest
 from sync.client import ExternalApiClient, classify, parse_retry_after
 from sync.models import Outcome
 from tests.factories import SchoolFactory
-from tests.simulated import running_simulator
+from tests.helpers import running_simulator
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,170 @@
+"""The operation log API: entries, retry and cancel, and the status API."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from schools.services import record_delete, record_update
+from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, SyncLane
+from sync.services import CANCEL_NOT_ALLOWED, RETRY_NOT_ALLOWED
+from tests.factories import SchoolFactory, UserFactory
+from tests.helpers import api_client_for, bulk_entries, entry_with_status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def history():
+    school = SchoolFactory(name="Logged")
+    record_update(instance=school, data={"address": "New road"})
+    other = SchoolFactory(name="Gone")
+    record_delete(instance=other)
+    return school
+
+
+def test_requires_authentication(anon_client):
+    assert anon_client.get("/api/sync/operations/").status_code == 401
+
+
+def test_lists_entries_newest_first_with_their_fields(reader_client, history):
+    results = reader_client.get("/api/sync/operations/").json()["results"]
+    assert [(e["operation"], e["resource"]) for e in results] == [
+        ("delete", "schools"),
+        ("create", "schools"),
+        ("update", "schools"),
+        ("create", "schools"),
+    ]
+    newest = results[0]
+    entry = OperationLog.objects.get(pk=newest["id"])
+    assert newest == {
+        "id": entry.pk,
+        "lane": "global",
+        "sequence": entry.sequence,
+        "idempotency_key": str(entry.idempotency_key),
+        "operation": "delete",
+        "resource": "schools",
+        "object_id": entry.object_id,
+        "payload": {"id": entry.object_id, "name": "Gone", "address": entry.payload["address"]},
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": None,
+        "last_error": "",
+        "pushed_at": None,
+        "actor": None,
+        "created_at": newest["created_at"],
+        "updated_at": newest["updated_at"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("operation=update", [("update", "schools")]),
+        ("operation=delete", [("delete", "schools")]),
+        ("resource=grades", []),
+        ("status=pending&operation=create", [("create", "schools"), ("create", "schools")]),
+        ("status=succeeded", []),
+    ],
+)
+def test_filters(reader_client, history, query, expected):
+    results = reader_client.get(f"/api/sync/operations/?{query}").json()["results"]
+    assert [(e["operation"], e["resource"]) for e in results] == expected
+
+
+def test_an_unknown_filter_value_is_a_400(reader_client):
+    response = reader_client.get("/api/sync/operations/?status=lost")
+    assert response.status_code == 400
+    assert "status" in response.json()
+
+
+def test_detail(reader_client, history):
+    entry = OperationLog.objects.order_by("sequence").first()
+    response = reader_client.get(f"/api/sync/operations/{entry.pk}/")
+    assert response.status_code == 200
+    assert response.json()["idempotency_key"] == str(entry.idempotency_key)
+
+
+def test_the_log_cannot_be_written_through_the_api(superuser_client, history):
+    entry = OperationLog.objects.first()
+    assert superuser_client.post("/api/sync/operations/", {}).status_code == 405
+    assert superuser_client.patch(f"/api/sync/operations/{entry.pk}/", {"status": "succeeded"}).status_code == 405
+    assert superuser_client.delete(f"/api/sync/operations/{entry.pk}/").status_code == 405
+
+
+def test_list_query_count_does_not_grow(reader_client, django_assert_max_num_queries):
+    for _ in range(20):
+        SchoolFactory()
+    with django_assert_max_num_queries(2):
+        assert reader_client.get("/api/sync/operations/").status_code == 200
+
+
+@pytest.mark.parametrize("status", [EntryStatus.FAILED, EntryStatus.PENDING])
+def test_retry_makes_the_entry_due_now(operator_client, status):
+    entry = entry_with_status(status, next_attempt_at=timezone.now() + timedelta(minutes=5))
+    response = operator_client.post(f"/api/sync/operations/{entry.pk}/retry/")
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["next_attempt_at"]) == ("pending", None)
+
+
+@pytest.mark.parametrize("status", [EntryStatus.SUCCEEDED, EntryStatus.CANCELLED, EntryStatus.IN_PROGRESS])
+def test_retry_is_refused_for_other_statuses(operator_client, status):
+    entry = entry_with_status(status)
+    response = operator_client.post(f"/api/sync/operations/{entry.pk}/retry/")
+    assert response.status_code == 409
+    assert response.json()["detail"] == RETRY_NOT_ALLOWED.format(status=entry.get_status_display())
+    entry.refresh_from_db()
+    assert entry.status == status
+
+
+@pytest.mark.parametrize("status", [EntryStatus.FAILED, EntryStatus.PENDING])
+def test_cancel(operator_client, status):
+    entry = entry_with_status(status)
+    response = operator_client.post(f"/api/sync/operations/{entry.pk}/cancel/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("status", [EntryStatus.SUCCEEDED, EntryStatus.IN_PROGRESS, EntryStatus.CANCELLED])
+def test_cancel_is_refused_once_sent_or_sending(operator_client, status):
+    entry = entry_with_status(status)
+    response = operator_client.post(f"/api/sync/operations/{entry.pk}/cancel/")
+    assert response.status_code == 409
+    assert response.json()["detail"] == CANCEL_NOT_ALLOWED.format(status=entry.get_status_display())
+
+
+def test_operator_actions_need_their_permissions(reader_client, editor_client, anon_client):
+    entry = entry_with_status(EntryStatus.FAILED)
+    for client, expected in ((anon_client, 401), (reader_client, 403), (editor_client, 403)):
+        assert client.post(f"/api/sync/operations/{entry.pk}/retry/").status_code == expected
+        assert client.post(f"/api/sync/operations/{entry.pk}/cancel/").status_code == expected
+    entry.refresh_from_db()
+    assert entry.status == EntryStatus.FAILED
+
+    may_only_retry = api_client_for(UserFactory(permissions=["sync.retry_operationlog"]))
+    assert may_only_retry.post(f"/api/sync/operations/{entry.pk}/cancel/").status_code == 403
+    assert may_only_retry.post(f"/api/sync/operations/{entry.pk}/retry/").status_code == 200
+
+
+def test_status_api_reports_counts_lag_progress_and_health(reader_client):
+    sent = bulk_entries(3, EntryStatus.SUCCEEDED, pushed_at=timezone.now())
+    bulk_entries(1, EntryStatus.FAILED, last_error="HTTP 400: bad", attempt_count=1)
+    waiting = bulk_entries(2)
+    OperationLog.objects.filter(pk=waiting[0].pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    SyncLane.objects.filter(pk=DEFAULT_LANE).update(
+        last_pushed_sequence=sent[-1].sequence, last_pushed_at=timezone.now()
+    )
+
+    body = reader_client.get("/api/sync/status/").json()
+
+    assert body["counts"] == {"pending": 2, "in_progress": 0, "succeeded": 3, "failed": 1, "cancelled": 0}
+    assert body["last_pushed_sequence"] == sent[-1].sequence
+    assert body["pushes_last_hour"] == 3
+    assert body["external"]["stale"] is True
+    [lane] = body["lanes"]
+    assert lane["blocked_by"]["last_error"] == "HTTP 400: bad"
+    assert body["oldest_pending_age_seconds"] > 0  # the failed head's age (the lane waits on it)
+
+
+def test_status_api_needs_a_signed_in_user(anon_client):
+    assert anon_client.get("/api/sync/status/").status_code == 401
