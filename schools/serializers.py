@@ -1,8 +1,6 @@
 """The REST representation of each record: API responses and OperationLog payloads.
 
-Uniqueness and cross-record rules are checked once, by the services (``full_clean``);
-these serializers check types, lengths and that referenced ids exist.
-"""
+They check types, lengths and that referenced ids exist; the services check the rest."""
 
 from typing import TYPE_CHECKING, Any
 

@@ -1,10 +1,4 @@
-"""Every write to school records goes through here.
-
-Each service locks the sync lane (writes run one at a time, so checks cannot race),
-validates the record (``full_clean``: field rules, constraints and the cross-record rules
-in the models' ``clean()``), saves it and records its OperationLog entry in the same
-transaction (I1), so a rejected write leaves neither.
-"""
+"""Every write to school records: lock the lane, validate, save and record the entry, in one transaction (I1)."""
 
 from collections import Counter
 from collections.abc import Mapping
@@ -55,7 +49,11 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
 
 @transaction.atomic
 def record_save(*, instance: RecordT, actor: Actor = None) -> RecordT:
-    """Validate and save a new or changed record and record its create or update entry."""
+    """Validate and save a new or changed record and record its create or update entry.
+
+    The lane is locked first, so writes run one at a time and no check can race; the
+    validation is ``full_clean()`` (field rules, constraints, the models' ``clean()``).
+    """
     lock_lane(DEFAULT_LANE)
     operation = Operation.CREATE if instance._state.adding else Operation.UPDATE
     instance.full_clean()

@@ -1,11 +1,4 @@
-"""Dispatch and sweep: start each lane's chain of runs, and resume lanes whose chain died (I5, I8).
-
-A lane is pushed by one chain at a time, owned through its lease: a dispatch takes the
-lease, pushes the first run of due entries itself and chains the rest,
-``push(run2) | … | push(runN) | dispatch``. A run that stops (a failure, a lost lease,
-out of time) ends the chain; the dispatch it schedules, or the sweep if that message is
-lost, resumes the lane.
-"""
+"""Dispatch and sweep: start each lane's chain of runs, and resume lanes whose chain died (I5, I8)."""
 
 import uuid
 
@@ -21,7 +14,13 @@ cost more per link; a bounded chain ends in a dispatch that starts the next one.
 
 
 def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
-    """Start (or, with the chain's token, continue) pushing a lane's due entries."""
+    """Start (or, with the chain's token, continue) pushing a lane's due entries.
+
+    Takes the lease, pushes the first run itself and chains the rest,
+    ``push(run2) | … | push(runN) | dispatch``. A run that stops (a failure, a lost lease,
+    out of time) ends the chain; the dispatch it schedules, or the sweep if that message
+    is lost, resumes the lane.
+    """
     if lease_token is None:
         lease_token = uuid.uuid4().hex
         if not lease.acquire(lane, lease_token):

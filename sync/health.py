@@ -1,8 +1,4 @@
-"""The external system's health, probed by a periodic job and read from the cache.
-
-Pages and the status API only ever read the cached result; they never call the external
-system while a user waits.
-"""
+"""The external system's health: probed by a periodic job, read from the cache by pages that show it."""
 
 import logging
 import time
@@ -45,7 +41,10 @@ def refresh_health() -> dict[str, Any]:
 
 
 def read_health() -> dict[str, Any]:
-    """The last probe, with ``stale`` set when it is missing or too old. Never raises."""
+    """The last probe, with ``stale`` set when it is missing or too old. Never raises.
+
+    Pages and the status API read only this; they never call the external system.
+    """
     try:
         cached = cache.get(HEALTH_CACHE_KEY)
     except Exception:  # the cache being down must not break a page

@@ -1,9 +1,4 @@
-"""The lane lease: which chain may push a lane, and until when (I7, I8).
-
-Every change of a lane's lease happens here. Tokens are unique per chain, so a token
-also names its lane. A lease that expires unrenewed belongs to a dead or stalled chain:
-whoever ends it (a new chain, or the sweep) reopens the entries it left in progress.
-"""
+"""The lane lease: which chain may push a lane, and until when (I7, I8); every change of it happens here."""
 
 from datetime import datetime, timedelta
 
@@ -37,7 +32,10 @@ def acquire(lane: str, token: str) -> bool:
 
 
 def renew(token: str) -> bool:
-    """Extend the lease this token holds; False if it has been taken over."""
+    """Extend the lease this token holds; False if it has been taken over.
+
+    Tokens are unique per chain, so the token alone names its lane.
+    """
     return bool(SyncLane.objects.filter(lease_token=token).update(lease_expires_at=expires_at()))
 
 

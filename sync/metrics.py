@@ -1,9 +1,4 @@
-"""Prometheus metrics: outbox state from the database, push counters from the shared cache.
-
-The sync worker adds each attempt to counters kept in the shared cache (Redis in
-production), so the web process can serve them at /metrics whichever host pushes.
-Flushing the cache resets them, which Prometheus treats as a counter reset.
-"""
+"""Prometheus metrics: outbox state from the database, push counters from the shared cache."""
 
 import logging
 import math
@@ -23,6 +18,8 @@ from sync.models import EntryStatus, Outcome
 logger = logging.getLogger(__name__)
 
 PUSH_METRICS_KEY = "sync:push-metrics"
+"""Push counters live in the shared cache, so the web process serves what any sync worker
+counted; flushing the cache resets them, which Prometheus treats as a counter reset."""
 # Upper bounds, in seconds, of the push duration histogram's buckets.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

@@ -1,10 +1,4 @@
-"""A run: a few consecutive entries of a lane, claimed in one commit, sent in order, recorded in one commit.
-
-A run is what one chain link pushes (I2, I4). Before it sends, it renews the chain's
-lease and checks that nothing earlier in the lane is still open, so a stray, duplicated
-or late message can never send out of order; each entry is sent only after the one
-before it succeeded.
-"""
+"""Runs: a lane's consecutive entries claimed in one commit, sent in order, recorded in one commit (I2, I4)."""
 
 import enum
 import logging

@@ -1,23 +1,14 @@
-"""A stand-in for the external system, implementing DESIGN.md's external API contract.
-
-Per-resource latency like the original system (scaled by ``latency_scale``), an
-idempotency store (a repeated key gets the first response again, without applying the
-change twice; a key still being processed gets 409; a key reused with another body gets
-422), the order in which changes were applied, and fault injection. Its own state is
-readable and its faults settable under ``/_simulator/``.
-"""
+"""A stand-in for the external system that keeps its contract: latency, idempotency keys, order, faults."""
 
 import hashlib
 import json
 import logging
 import random
-import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 logger = logging.getLogger(__name__)
@@ -50,7 +41,14 @@ class _Stored:
 
 
 class ExternalSimulator:
-    """The simulator's state and rules, independent of HTTP so tests can read it directly."""
+    """The simulator's state and rules, independent of HTTP so tests can read it directly.
+
+    Per-resource latency like the original system (scaled by ``latency_scale``); an
+    idempotency store (a repeated key gets the first response again without applying the
+    change twice, a key still being processed gets 409, a key reused with another body
+    gets 422); the order in which changes were applied; and fault injection. Its state is
+    readable and its faults settable over HTTP under ``/_simulator/``.
+    """
 
     def __init__(
         self,
@@ -99,6 +97,11 @@ class ExternalSimulator:
                 if fault not in FAULTS:
                     raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
                 self._script.append(fault)
+
+    def applied_in_order(self) -> list[dict[str, Any]]:
+        """A copy of what was applied so far, in the order it was applied."""
+        with self._lock:
+            return list(self.applied)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -226,90 +229,3 @@ class ExternalSimulator:
                 return Reply(HTTPStatus.NO_CONTENT)
             self.records[resource][object_id] = data
             return Reply(HTTPStatus.CREATED if method == "POST" else HTTPStatus.OK, data)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so the client reuses its connection
-    # Headers and body go out in separate writes; without TCP_NODELAY the client's delayed
-    # ACK adds ~40 ms to every call.
-    disable_nagle_algorithm = True
-    server: "SimulatorServer"
-
-    def do_GET(self):
-        if self.path == "/health":
-            self._send(Reply(HTTPStatus.OK, {"status": "ok"}))
-        elif self.path == "/_simulator/applied":
-            with self.server.simulator._lock:
-                applied = list(self.server.simulator.applied)
-            self._send(Reply(HTTPStatus.OK, {"applied": applied}))
-        elif self.path == "/_simulator/stats":
-            self._send(Reply(HTTPStatus.OK, self.server.simulator.stats()))
-        else:
-            self._send(Reply(HTTPStatus.NOT_FOUND, {"detail": "not found"}))
-
-    def do_POST(self):
-        body = self._body()
-        if self.path == "/_simulator/reset":
-            self.server.simulator.reset()
-            self._send(Reply(HTTPStatus.NO_CONTENT))
-        elif self.path == "/_simulator/faults":
-            try:
-                self.server.simulator.configure(**json.loads(body or b"{}"))
-            except (ValueError, TypeError) as exc:
-                self._send(Reply(HTTPStatus.BAD_REQUEST, {"detail": str(exc)}))
-            else:
-                self._send(Reply(HTTPStatus.OK, self.server.simulator.stats()))
-        else:
-            self._contract(body)
-
-    def do_PUT(self):
-        self._contract(self._body())
-
-    def do_DELETE(self):
-        self._contract(self._body())
-
-    def _contract(self, body: bytes) -> None:
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        self._send(self.server.simulator.handle(self.command, self.path, headers, body))
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, reply: Reply) -> None:
-        if reply.lost:
-            self.close_connection = True
-            return
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if payload:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format, *args):
-        logger.info("%s %s", self.address_string(), format % args)
-
-
-class SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    server_address: tuple[str, int]  # an AF_INET socket's (host, port) once bound
-
-    def __init__(self, address: tuple[str, int], simulator: ExternalSimulator):
-        super().__init__(address, _Handler)
-        self.simulator = simulator
-
-    def handle_error(self, request, client_address):
-        # A client that gave up (timed out, was stopped) is not the simulator's problem.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"

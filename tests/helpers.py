@@ -22,7 +22,8 @@ from rest_framework.test import APIClient
 from schools.models import ScheduledChange, SchoolClass, Student
 from sync import dispatcher, lease
 from sync.models import DEFAULT_LANE, OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
-from sync.simulator import ExternalSimulator, SimulatorServer
+from sync.simulator import ExternalSimulator
+from sync.simulator_server import SimulatorServer
 from tests.factories import SchoolFactory
 
 POLL_INTERVAL_SECONDS = 0.05

@@ -1,11 +1,4 @@
-"""Running due scheduled changes: claim a batch, apply each through the record services, confirm it.
-
-A worker claims due changes (``running``, under row locks that other workers skip), runs
-each through the services that make immediate changes, so the usual OperationLog entry
-is recorded and sequenced at execution time, and confirms it (``done``) in that same
-transaction. A transient error puts it back to ``scheduled`` with backoff; a change that
-is no longer valid (its class was deleted, say) is ``failed`` with the reason.
-"""
+"""Running due scheduled changes: claim a batch, apply each through the record services, confirm it."""
 
 import logging
 import time
@@ -19,8 +12,8 @@ from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from schools.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling import wakeups
+from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import error_text, prepare
 from schools.services import RecordInUseError, record_create, record_delete, record_update
 from sync.backoff import backoff_seconds

@@ -14,8 +14,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from config.errors import ConflictError
-from schools.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling import wakeups
+from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import prepare, targets, validate_as_immediate
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,4 @@
-"""Wake-ups: Celery ETA messages that start a runner when scheduled changes come due.
-
-At most one message is sent per WAKEUP_SLOT_SECONDS slot, and only for changes due within
-WAKEUP_HORIZON_SECONDS; the sweep sends them for later changes as they come within reach.
-"""
+"""Wake-ups: Celery ETA messages, one per slot, that start a runner when scheduled changes come due."""
 
 import logging
 from collections.abc import Iterable

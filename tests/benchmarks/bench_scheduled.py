@@ -116,8 +116,8 @@ def main() -> dict:
 
 def _execute(schools: list[int], count: int, spread_seconds: float) -> dict:
     """Schedule `count` changes due over `spread_seconds` from a moment ahead, and time their runs."""
-    from schools.models import ScheduledChange, ScheduledChangeStatus
     from schools.scheduling import runner, services
+    from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
     from sync.models import OperationLog
 
     ScheduledChange.objects.all().delete()

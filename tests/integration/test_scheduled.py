@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from schools.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling import runner, services
+from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
 from tests.helpers import wait_until

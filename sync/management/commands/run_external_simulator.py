@@ -5,7 +5,8 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from sync.simulator import ExternalSimulator, SimulatorServer
+from sync.simulator import ExternalSimulator
+from sync.simulator_server import SimulatorServer
 
 
 def _exit(signum, frame):

@@ -6,8 +6,8 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from schools.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling import runner, services
+from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.services import record_delete
 from sync.models import OperationLog
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory

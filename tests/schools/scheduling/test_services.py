@@ -3,8 +3,8 @@
 import pytest
 from django.utils import timezone
 
-from schools.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling import runner, services, validation
+from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from sync.models import OperationLog
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, UserFactory
 from tests.helpers import api_client_for, in_seconds, make_due, move_student
