@@ -166,18 +166,22 @@ def test_the_sweep_sends_wake_ups_for_changes_coming_due(asked_wake_ups):
     assert asked_wake_ups == [soon.due_at]
 
 
-def test_in_a_chunk_an_invalid_change_fails_alone():
-    schools = [SchoolFactory() for _ in range(3)]
-    changes = [
+def address_updates(label: str, count: int = 3) -> list[ScheduledChange]:
+    """Scheduled address changes of new schools, one each: "<label> 0", "<label> 1", …"""
+    return [
         services.scheduled_change_create(
             execute_at=in_seconds(60),
             resource="schools",
             operation="update",
-            target_id=school.pk,
-            data={"address": f"Chunk {index}"},
+            target_id=SchoolFactory().pk,
+            data={"address": f"{label} {index}"},
         )
-        for index, school in enumerate(schools)
+        for index in range(count)
     ]
+
+
+def test_in_a_chunk_an_invalid_change_fails_alone():
+    changes = address_updates("Chunk")
     taken = SchoolFactory(name="Taken name")
     ScheduledChange.objects.filter(pk=changes[1].pk).update(data={"name": taken.name})
     make_due(*changes)
@@ -191,17 +195,7 @@ def test_in_a_chunk_an_invalid_change_fails_alone():
 
 
 def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, asked_wake_ups):
-    schools = [SchoolFactory() for _ in range(3)]
-    changes = [
-        services.scheduled_change_create(
-            execute_at=in_seconds(60),
-            resource="schools",
-            operation="update",
-            target_id=school.pk,
-            data={"address": f"Retry {index}"},
-        )
-        for index, school in enumerate(schools)
-    ]
+    changes = address_updates("Retry")
     make_due(*changes)
     original = runner.record_update
     calls = []
