@@ -3,14 +3,19 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready
 from django.db import close_old_connections
+
+from sync.worker import on_worker_init, on_worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("school_sync")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+celeryd_init.connect(on_worker_init)
+worker_ready.connect(on_worker_ready)
 
 
 @task_prerun.connect

@@ -257,12 +257,13 @@ SYNC_HTTP_TIMEOUT = env_float("SYNC_HTTP_TIMEOUT", 30.0)
 # A chain link starts no further push after this long, so a link (and a worker's shutdown)
 # ends within this plus one HTTP timeout (I7).
 SYNC_RUN_SECONDS = 2.0
-# How long a dispatcher chain owns a lane without renewing; it renews before every run of
-# pushes, so it must outlast one: SYNC_RUN_SECONDS of sends plus the call still in flight.
-# After a crash the lane resumes once the lease expires.
-SYNC_LEASE_SECONDS = env_float("SYNC_LEASE_SECONDS", 2 * SYNC_HTTP_TIMEOUT + 10)
-if SYNC_LEASE_SECONDS <= SYNC_RUN_SECONDS + SYNC_HTTP_TIMEOUT:
-    raise ImproperlyConfigured("SYNC_LEASE_SECONDS must be longer than SYNC_HTTP_TIMEOUT plus 2 seconds.")
+# How long a dispatcher chain owns a lane without renewing. A live chain renews it every
+# third of this, also while a call is in flight, so a dead worker's lane is free again
+# within this long (a restarted worker frees its predecessor's at once).
+SYNC_LEASE_SECONDS = env_float("SYNC_LEASE_SECONDS", 6.0)
+MIN_LEASE_SECONDS = 3.0
+if SYNC_LEASE_SECONDS < MIN_LEASE_SECONDS:
+    raise ImproperlyConfigured(f"SYNC_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:g}.")
 # Backoff after a transient failure: exponential from the base, capped, with jitter.
 SYNC_RETRY_BASE_SECONDS = env_float("SYNC_RETRY_BASE_SECONDS", 1.0)
 SYNC_RETRY_MAX_SECONDS = env_float("SYNC_RETRY_MAX_SECONDS", 300.0)

@@ -12,7 +12,7 @@ from config.errors import ConflictError
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
 from schools.scheduling.services import NotCancellableError, scheduled_change_cancel
 from schools.scheduling.validation import required_permission
-from schools.services import record_delete, record_save
+from schools.services import record_add, record_delete, record_update
 from sync.admin import ReadOnlyAdminMixin
 
 WRITE_REFUSED = "Nothing was saved: {reason}"
@@ -54,7 +54,13 @@ class ServiceWritesMixin(_ModelAdmin):
         return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
-        record_save(instance=obj, actor=request.user)
+        if change:
+            # Only what this form changed, applied to the record as it is now: a concurrent
+            # change to other fields stays.
+            record_update(instance=obj, data=_changed_fields(obj, form.changed_data), actor=request.user)
+            obj.refresh_from_db()  # the admin's pages and inlines go on with the row as saved
+        else:
+            record_add(instance=obj, actor=request.user)
 
     def delete_model(self, request, obj):
         record_delete(instance=obj, actor=request.user)
@@ -69,9 +75,17 @@ class ServiceWritesMixin(_ModelAdmin):
         formset.save(commit=False)
         for obj in formset.deleted_objects:
             record_delete(instance=obj, actor=request.user)
-        for obj in [*formset.new_objects, *(obj for obj, _ in formset.changed_objects)]:
-            record_save(instance=obj, actor=request.user)
+        for obj in formset.new_objects:
+            record_add(instance=obj, actor=request.user)
+        for obj, changed in formset.changed_objects:
+            record_update(instance=obj, data=_changed_fields(obj, changed), actor=request.user)
         formset.save_m2m()
+
+
+def _changed_fields(obj, names: list[str]) -> dict:
+    """The values a form changed, as model fields (a form may have fields the model has not)."""
+    model_fields = {field.name for field in obj._meta.concrete_fields}
+    return {name: getattr(obj, name) for name in names if name in model_fields}
 
 
 class GradeInline(admin.TabularInline):

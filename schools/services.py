@@ -26,6 +26,7 @@ Actor = User | None
 DELETE_REFUSED = (
     "Cannot delete {kind} “{record}”: it is still referenced by {references}. Delete or reassign those first."
 )
+RECORD_GONE = "The {kind} “{record}” was deleted by someone else meanwhile; nothing was changed."
 
 # Each record kind, the external API resource it maps to and its REST representation.
 RESOURCES: dict[type[models.Model], tuple[Resource, type[serializers.ModelSerializer]]] = {
@@ -35,6 +36,10 @@ RESOURCES: dict[type[models.Model], tuple[Resource, type[serializers.ModelSerial
     Teacher: (Resource.TEACHERS, TeacherSerializer),
     Student: (Resource.STUDENTS, StudentSerializer),
 }
+
+
+class RecordGoneError(ConflictError):
+    """An update of a record that another request deleted meanwhile."""
 
 
 class RecordInUseError(ConflictError):
@@ -48,28 +53,44 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
 
 
 @transaction.atomic
-def record_save(*, instance: RecordT, actor: Actor = None) -> RecordT:
-    """Validate and save a new or changed record and record its create or update entry.
+def record_add(*, instance: RecordT, actor: Actor = None) -> RecordT:
+    """Validate and insert a new record built by the caller, and record its create entry.
 
     The lane is locked first, so writes run one at a time and no check can race; the
     validation is ``full_clean()`` (field rules, constraints, the models' ``clean()``).
     """
+    if not instance._state.adding:
+        raise ValueError("record_add() inserts new records; change stored ones with record_update().")
     lock_lane(DEFAULT_LANE)
-    operation = Operation.CREATE if instance._state.adding else Operation.UPDATE
+    return _save(instance, Operation.CREATE, actor)
+
+
+def record_create(*, model: type[RecordT], data: Mapping[str, Any], actor: Actor = None) -> RecordT:
+    return record_add(instance=model(**data), actor=actor)
+
+
+@transaction.atomic
+def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = None) -> RecordT:
+    """Change the given fields of a stored record, and record its update entry.
+
+    The record is read again under the lane lock and only ``data`` is applied to it, so a
+    change another request committed meanwhile to other fields is kept, and the entry's
+    snapshot is the row as committed. Returns the updated record (not ``instance``).
+    """
+    lock_lane(DEFAULT_LANE)
+    current = type(instance)._default_manager.filter(pk=instance.pk).first()
+    if current is None:
+        raise RecordGoneError(RECORD_GONE.format(kind=instance._meta.verbose_name, record=instance))
+    for field, value in data.items():
+        setattr(current, field, value)
+    return _save(current, Operation.UPDATE, actor)
+
+
+def _save(instance: RecordT, operation: Operation, actor: Actor) -> RecordT:
     instance.full_clean()
     instance.save()
     _record(instance, operation, object_id=instance.pk, payload=snapshot(instance), actor=actor)
     return instance
-
-
-def record_create(*, model: type[RecordT], data: Mapping[str, Any], actor: Actor = None) -> RecordT:
-    return record_save(instance=model(**data), actor=actor)
-
-
-def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = None) -> RecordT:
-    for field, value in data.items():
-        setattr(instance, field, value)
-    return record_save(instance=instance, actor=actor)
 
 
 @transaction.atomic
@@ -105,21 +126,21 @@ def _delete_refused_message(instance: models.Model, protected: Any) -> str:
 
 
 def school_create(*, name: str, address: str = "", actor: Actor = None) -> School:
-    return record_save(instance=School(name=name, address=address), actor=actor)
+    return record_add(instance=School(name=name, address=address), actor=actor)
 
 
 def grade_create(*, school: School, level: int, name: str, actor: Actor = None) -> Grade:
-    return record_save(instance=Grade(school=school, level=level, name=name), actor=actor)
+    return record_add(instance=Grade(school=school, level=level, name=name), actor=actor)
 
 
 def school_class_create(
     *, grade: Grade, name: str, homeroom_teacher: Teacher | None = None, actor: Actor = None
 ) -> SchoolClass:
-    return record_save(instance=SchoolClass(grade=grade, name=name, homeroom_teacher=homeroom_teacher), actor=actor)
+    return record_add(instance=SchoolClass(grade=grade, name=name, homeroom_teacher=homeroom_teacher), actor=actor)
 
 
 def teacher_create(*, school: School, first_name: str, last_name: str, email: str, actor: Actor = None) -> Teacher:
-    return record_save(
+    return record_add(
         instance=Teacher(school=school, first_name=first_name, last_name=last_name, email=email), actor=actor
     )
 
@@ -127,7 +148,7 @@ def teacher_create(*, school: School, first_name: str, last_name: str, email: st
 def student_create(
     *, school_class: SchoolClass, first_name: str, last_name: str, student_number: str, actor: Actor = None
 ) -> Student:
-    return record_save(
+    return record_add(
         instance=Student(
             school_class=school_class, first_name=first_name, last_name=last_name, student_number=student_number
         ),

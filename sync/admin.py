@@ -3,13 +3,15 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
 from sync import views
 from sync.models import OperationAttempt, OperationLog, SyncLane
-from sync.services import EntryStateError, entry_cancel, entry_retry
+from sync.services import CancelNeedsConfirmation, EntryStateError, entries_cancel, entry_retry
 
 
 class ReadOnlyAdminMixin:
@@ -66,7 +68,10 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "next_attempt_at",
         "last_error",
         "pushed_at",
+        "maybe_applied",
         "actor",
+        "cancelled_by",
+        "cancelled_at",
         "created_at",
         "updated_at",
         "payload_pretty",
@@ -101,23 +106,40 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry selected entries now", permissions=["retry"])
     def retry_entries(self, request, queryset):
-        self._apply(request, queryset.order_by("lane", "sequence"), entry_retry, "retried")
-
-    @admin.action(description="Cancel selected entries (they will never be sent)", permissions=["cancel"])
-    def cancel_entries(self, request, queryset):
-        self._apply(request, queryset.order_by("lane", "sequence"), entry_cancel, "cancelled")
-
-    def _apply(self, request, queryset, service, done):
-        changed = 0
-        for entry in queryset:
+        retried = 0
+        for entry in queryset.order_by("lane", "sequence"):
             try:
-                service(entry=entry, actor=request.user)
+                entry_retry(entry=entry, actor=request.user)
             except EntryStateError as exc:
                 self.message_user(request, f"#{entry.sequence}: {exc}", messages.WARNING)
             else:
-                changed += 1
-        if changed:
-            self.message_user(request, f"{changed} entries {done}.", messages.SUCCESS)
+                retried += 1
+        if retried:
+            self.message_user(request, f"{retried} entries retried.", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected entries (they will not be sent again)", permissions=["cancel"])
+    def cancel_entries(self, request, queryset):
+        """All selected entries in one decision; those that may have been applied are confirmed first."""
+        confirmed = request.POST.get("confirm") == "yes"
+        try:
+            result = entries_cancel(
+                entry_ids=queryset.values_list("pk", flat=True), actor=request.user, confirmed=confirmed
+            )
+        except CancelNeedsConfirmation:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Cancel entries the external system may have applied?",
+                "opts": self.model._meta,
+                "entries": queryset.order_by("lane", "sequence"),
+                "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/sync/operationlog/cancel_confirmation.html", context)
+        for entry, reason in result.refused:
+            self.message_user(request, f"#{entry.sequence}: {reason}", messages.WARNING)
+        if result.cancelled:
+            self.message_user(request, f"{len(result.cancelled)} entries cancelled.", messages.SUCCESS)
+        return None
 
 
 @admin.register(SyncLane)

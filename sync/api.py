@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from sync import overview
 from sync.models import OperationLog
-from sync.serializers import OperationLogSerializer, SyncStatusSerializer
+from sync.serializers import CancelSerializer, OperationLogSerializer, SyncStatusSerializer
 from sync.services import entry_cancel, entry_retry
 
 
@@ -22,12 +22,17 @@ class CanOperate(permissions.BasePermission):
 
 OPERATOR_RESPONSES = {
     200: OperationLogSerializer,
-    409: OpenApiResponse(description="The entry's status does not allow this action."),
+    409: OpenApiResponse(
+        description=(
+            "The entry's status does not allow this action, or (cancel) the external system may already "
+            "have applied it and confirm was not true."
+        )
+    ),
 }
 
 
 class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = OperationLog.objects.select_related("actor")
+    queryset = OperationLog.objects.select_related("actor", "cancelled_by")
     serializer_class = OperationLogSerializer
     filterset_fields = ["status", "resource", "operation", "lane", "object_id"]
     search_fields = ["=idempotency_key"]
@@ -40,14 +45,16 @@ class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
         """Send a failed entry again now (or end the backoff of a waiting one)."""
         return self._operate(entry_retry)
 
-    @extend_schema(request=None, responses=OPERATOR_RESPONSES)
+    @extend_schema(request=CancelSerializer, responses=OPERATOR_RESPONSES)
     @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, CanOperate])
     def cancel(self, request, pk=None):
-        """Give up on an entry that was not sent; the lane goes on with the next one."""
-        return self._operate(entry_cancel)
+        """Give up on a pending or failed entry; the lane goes on with the next one."""
+        options = CancelSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
+        return self._operate(entry_cancel, confirmed=options.validated_data["confirm"])
 
-    def _operate(self, service):
-        entry = service(entry=self.get_object(), actor=self.request.user)
+    def _operate(self, service, **options):
+        entry = service(entry=self.get_object(), actor=self.request.user, **options)
         return Response(self.get_serializer(entry).data)
 
 

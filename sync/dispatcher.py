@@ -1,5 +1,6 @@
 """Dispatch and sweep: start each lane's chain of runs, and resume lanes whose chain died (I5, I8)."""
 
+import logging
 import uuid
 
 from celery import chain, signature
@@ -7,6 +8,8 @@ from django.utils import timezone
 
 from sync import lease, runs, selectors, wakeup
 from sync.models import SyncLane
+
+logger = logging.getLogger(__name__)
 
 CHAIN_LENGTH = 100
 """Entries per chain. A chain message carries the rest of the chain, so very long chains
@@ -22,6 +25,7 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
     is lost, resumes the lane.
     """
     if lease_token is None:
+        wakeup.woken(lane)
         lease_token = uuid.uuid4().hex
         if not lease.acquire(lane, lease_token):
             return  # a live chain owns the lane
@@ -52,13 +56,22 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
 def sweep() -> list[str]:
     """Expire stale leases and kick every lane that has due work and no live chain (I5, I7)."""
     kicked = []
-    for lane in SyncLane.objects.all():
-        now = timezone.now()
-        if lane.lease_token and lane.lease_expires_at and lane.lease_expires_at > now:
+    for lane in SyncLane.objects.values_list("name", flat=True):
+        lease.expire(lane)
+        if selectors.lane_has_live_lease(lane):
             continue  # a live chain carries on by itself
-        if lane.lease_token:
-            lease.expire(lane.name, lane.lease_token)
-        if selectors.has_due_work(lane.name, now):
-            wakeup.kick(lane.name)
-            kicked.append(lane.name)
+        if selectors.has_due_work(lane, timezone.now()):
+            wakeup.kick(lane)
+            kicked.append(lane)
     return kicked
+
+
+def resume_after_restart(worker: str) -> list[str]:
+    """What a worker does as it starts: end the leases its dead predecessor held, then sweep.
+
+    A killed worker's lanes thus resume as soon as it is back, not when their leases expire.
+    """
+    released = lease.release_held_by(worker)
+    if released:
+        logger.info("worker %s resumed lanes its predecessor held: %s", worker, ", ".join(released))
+    return sweep()

@@ -27,11 +27,29 @@ class SyncLane(models.Model):
     lease_expires_at = models.DateTimeField(
         null=True, blank=True, help_text="Until when the chain holds the lease without renewing it."
     )
+    lease_holder = models.CharField(
+        max_length=200, blank=True, default="", help_text="The worker whose chain holds the lease."
+    )
     last_pushed_sequence = models.BigIntegerField(null=True, blank=True)
     last_pushed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
+
+
+class LaneWakeup(models.Model):
+    """The wake-up (dispatch message) a lane has on its way, so that writes send at most one.
+
+    A row apart from the lane's, which writers keep locked while they take sequences.
+    """
+
+    lane = models.OneToOneField(SyncLane, on_delete=models.CASCADE, primary_key=True, db_column="lane")
+    requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the wake-up on its way was sent (empty: none is on its way)."
+    )
+
+    def __str__(self) -> str:
+        return f"{self.lane_id} wake-up"
 
 
 class Operation(models.TextChoices):
@@ -83,8 +101,13 @@ class OperationLog(models.Model):
         help_text="The record as the REST API showed it right after the change (before it, for a delete).",
     )
     status = models.CharField(max_length=16, choices=EntryStatus.choices, default=EntryStatus.PENDING)
-    attempt_count = models.PositiveIntegerField(
-        default=0, help_text="How many times the entry was claimed for sending."
+    attempt_count = models.PositiveIntegerField(default=0, help_text="How many times the entry was sent.")
+    maybe_applied = models.BooleanField(
+        default=False,
+        help_text=(
+            "A send ended without a clear answer (a timeout, a lost response, a 5xx, a 409): "
+            "the external system may have applied the change."
+        ),
     )
     next_attempt_at = models.DateTimeField(
         null=True, blank=True, help_text="While pending after a transient failure: not to be sent before this time."
@@ -99,6 +122,15 @@ class OperationLog(models.Model):
         related_name="+",
         help_text="Who made the change.",
     )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who cancelled the entry.",
+    )
+    cancelled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,4 +1,4 @@
-"""Runs: a lane's consecutive entries claimed in one commit, sent in order, recorded in one commit (I2, I4)."""
+"""Runs: a lane's consecutive entries claimed in one commit, sent in order, each recorded as it ends (I2, I4)."""
 
 import enum
 import logging
@@ -12,19 +12,25 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from sync import lease, metrics, selectors, wakeup
+from sync import client, lease, metrics, selectors, wakeup
 from sync.backoff import backoff_seconds
-from sync.client import PushResult, get_client
+from sync.client import PushResult
 from sync.models import EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
 
 logger = logging.getLogger(__name__)
 
 RUN_LENGTH = 20
-"""Entries per chain link. A link costs a Celery message and two commits (claim and
-record), more than a push to a fast external system, so it pushes a run of entries."""
+"""Entries per chain link. A link costs a Celery message and a claim, more than a push to
+a fast external system, so it pushes a run of entries."""
 
 MAX_RETRY_AFTER_SECONDS = 3600
 """Never wait longer than this for a Retry-After the external system asks for."""
+
+MAX_DISPATCH_DELAY_SECONDS = 60
+"""The longest countdown a retry's dispatch message gets. A broker holds a delayed message
+unacknowledged on the worker (RabbitMQ closes the channel after its 30-minute consumer
+timeout; Redis redelivers after its visibility timeout), so longer waits are left to the
+sweep, which finds the entry due when its time comes."""
 
 
 class RunResult(enum.StrEnum):
@@ -34,7 +40,7 @@ class RunResult(enum.StrEnum):
     NOTHING_TO_SEND = "nothing to send"  # cancelled, already sent or purged meanwhile
     LEASE_LOST = "lease lost"  # another chain owns the lane now
     OUT_OF_ORDER = "an earlier entry is open"  # the lane starts over from its head
-    RETRY_LATER = "retry later"  # a transient failure: a dispatch is scheduled for then
+    RETRY_LATER = "retry later"  # a transient failure: the lane waits for the entry's next attempt
     BLOCKED = "blocked"  # a permanent failure: the lane waits for an operator
     HANDED_OVER = "handed over"  # out of time: a fresh dispatch goes on under the same lease
 
@@ -53,12 +59,12 @@ class SentEntry:
 
 
 def push_run(entry_ids: list[int], lease_token: str) -> RunResult:
-    """Send a run of a lane's consecutive entries in order and record what happened.
+    """Send a run of a lane's consecutive entries in order, recording each send as it ends.
 
-    After a crash between claim and record, the redelivered link re-claims the run (or,
-    for a dispatch's first run, the lease expires and the sweep resumes the lane); its
-    entries are sent again with the same idempotency keys, which the external system
-    deduplicates (I4).
+    Each send's outcome commits before the next send starts, so a crash re-sends at most
+    the one entry whose answer was not yet recorded, with its idempotency key (I4). The
+    lease is kept alive while a call is in flight; a run starts no new send once it may
+    have lost the lease, or after SYNC_RUN_SECONDS.
     """
     refusal, run = claim_run(entry_ids, lease_token)
     if refusal == RunResult.OUT_OF_ORDER:
@@ -67,9 +73,24 @@ def push_run(entry_ids: list[int], lease_token: str) -> RunResult:
         wakeup.kick(run[0].lane_id)
     if refusal is not None:
         return refusal
-    sent = send_run(run)
-    metrics.record_attempts(attempt.result for attempt in sent)
-    return record_run(run, sent, lease_token)
+
+    results: list[PushResult] = []
+    deadline = time.monotonic() + settings.SYNC_RUN_SECONDS
+    outcome = RunResult.SENT
+    with lease.Keeper(lease_token) as keeper:
+        for index, entry in enumerate(run):
+            unsent = [later.pk for later in run[index + 1 :]]
+            if index and (time.monotonic() > deadline or not keeper.holds()):
+                outcome = hand_over([entry.pk, *unsent], lease_token)
+                break
+            started_at = timezone.now()
+            sent = SentEntry(entry, send(entry), started_at)
+            results.append(sent.result)
+            outcome = record_send(sent, lease_token, unsent=unsent)
+            if outcome != RunResult.SENT:
+                break
+    metrics.record_attempts(results)
+    return outcome
 
 
 @transaction.atomic
@@ -77,9 +98,9 @@ def claim_run(entry_ids: list[int], lease_token: str) -> tuple[RunResult | None,
     """Renew the lease and mark the run's open entries in progress, if nothing before them is open.
 
     Returns None and the claimed entries when they may be sent, otherwise the reason why
-    not (with the open entries found, for OUT_OF_ORDER). The entries' rows stay
-    locked until the commit, so an operator's cancel waits for the claim and then finds
-    the entry in progress (only a pending or failed one can be cancelled).
+    not (with the open entries found, for OUT_OF_ORDER). The entries' rows stay locked
+    until the commit, so an operator's cancel waits for the claim and then finds the entry
+    in progress (only a pending or failed one can be cancelled).
     """
     # The lane row first, then the entries: the order lease.acquire and lease.expire lock them in.
     if not lease.renew(lease_token):
@@ -99,104 +120,96 @@ def claim_run(entry_ids: list[int], lease_token: str) -> tuple[RunResult | None,
     ).exclude(pk__in=run_ids)
     if earlier_open.exists():
         return RunResult.OUT_OF_ORDER, entries
-    OperationLog.objects.filter(pk__in=run_ids).update(
-        status=EntryStatus.IN_PROGRESS, attempt_count=F("attempt_count") + 1, updated_at=timezone.now()
-    )
+    OperationLog.objects.filter(pk__in=run_ids).update(status=EntryStatus.IN_PROGRESS, updated_at=timezone.now())
     for entry in entries:
-        entry.status, entry.attempt_count = EntryStatus.IN_PROGRESS, entry.attempt_count + 1
+        entry.status = EntryStatus.IN_PROGRESS
     return None, entries
 
 
-def send_run(run: list[OperationLog]) -> list[SentEntry]:
-    """Send claimed entries one after the other until one fails or the run is out of time."""
-    sent: list[SentEntry] = []
-    deadline = time.monotonic() + settings.SYNC_RUN_SECONDS
-    for entry in run:
-        if sent and time.monotonic() > deadline:
-            break  # out of time: the rest goes to a fresh dispatch
-        started_at = timezone.now()
-        result = get_client().push(entry)
-        _log_push(entry, result)
-        sent.append(SentEntry(entry, result, started_at))
-        if _stops_the_lane(result):
-            break
-    return sent
+def send(entry: OperationLog) -> PushResult:
+    """One call to the external system, logged with the entry's sequence, key and outcome."""
+    result = client.send(entry)
+    _log_push(entry, result)
+    return result
 
 
-def record_run(run: list[OperationLog], sent: list[SentEntry], lease_token: str) -> RunResult:
-    """Record every send of a run in one commit, and say how the run ended.
+def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunResult:
+    """Record one send in one commit, and say whether the run goes on.
 
-    The outcomes are applied only while the lease is still this chain's: a chain whose
-    lease expired (a stalled worker) has had its entries reopened and taken over, and must
-    not overwrite what happened since. The attempt rows are kept either way.
+    The attempt row is kept whatever happens. The outcome is applied only while the lease
+    is still this chain's: a chain whose lease expired (a stalled worker) has had its
+    entries reopened and taken over, and must not overwrite what happened since. When the
+    send stops the lane, the run's unsent entries go back to pending and the lease is
+    released in the same commit, so a free lease never has entries in progress.
     """
-    lane = run[0].lane_id
+    entry, result = sent.entry, sent.result
+    lane = entry.lane_id
     now = timezone.now()
-    last = sent[-1]  # a run sends at least its first entry
-    succeeded = [attempt.entry for attempt in sent if attempt.result.ok]
-    unsent = [entry.pk for entry in run[len(sent) :]]
-    retry_in = None
-    if last.result.outcome == Outcome.TRANSIENT:
-        retry_in = retry_delay(last.entry.attempt_count, last.result.retry_after)
-    stops = _stops_the_lane(last.result)
+    stops = _stops_the_lane(result)
+    retry_in = retry_delay(entry.attempt_count + 1, result.retry_after) if result.outcome == Outcome.TRANSIENT else None
 
     with transaction.atomic():
-        OperationAttempt.objects.bulk_create(
-            OperationAttempt(
-                entry=attempt.entry,
-                started_at=attempt.started_at,
-                duration_ms=round(attempt.result.duration * 1000),
-                outcome=attempt.result.outcome,
-                status_code=attempt.result.status_code,
-                error=attempt.result.error,
-            )
-            for attempt in sent
+        OperationAttempt.objects.create(
+            entry=entry,
+            started_at=sent.started_at,
+            duration_ms=round(result.duration * 1000),
+            outcome=result.outcome,
+            status_code=result.status_code,
+            error=result.error,
         )
-        lane_update: dict[str, Any] = (
-            {"lease_token": "", "lease_expires_at": None} if stops else {"lease_expires_at": lease.expires_at()}
-        )
-        if succeeded:
-            lane_update |= {"last_pushed_sequence": succeeded[-1].sequence, "last_pushed_at": now}
-        if not SyncLane.objects.filter(pk=lane, lease_token=lease_token).update(**lane_update):
+        lane_update: dict[str, Any] = dict(lease.RELEASED) if stops else {"lease_expires_at": lease.held_until()}
+        if result.ok:
+            lane_update |= {"last_pushed_sequence": entry.sequence, "last_pushed_at": now}
+        if not lease.hold(lane, lease_token):
+            if result.maybe_applied:  # true whoever owns the lane now
+                OperationLog.objects.filter(pk=entry.pk).update(maybe_applied=True)
             return RunResult.LEASE_LOST  # superseded: whoever took the lane over goes on with it
-        in_progress = OperationLog.objects.filter(status=EntryStatus.IN_PROGRESS)
-        in_progress.filter(pk__in=[entry.pk for entry in succeeded]).update(
-            status=EntryStatus.SUCCEEDED, pushed_at=now, next_attempt_at=None, last_error="", updated_at=now
-        )
-        for attempt in sent:
-            if attempt.result.outcome == Outcome.PERMANENT:
-                in_progress.filter(pk=attempt.entry.pk).update(
-                    status=EntryStatus.FAILED, next_attempt_at=None, last_error=attempt.result.error, updated_at=now
-                )
-        if retry_in is not None:  # a transient failure always ends the run: it is the last send
-            in_progress.filter(pk=last.entry.pk).update(
-                status=EntryStatus.PENDING,
-                next_attempt_at=now + timedelta(seconds=retry_in),
-                last_error=last.result.error,
-                updated_at=now,
-            )
-        # Claimed but not sent (the run stopped early): pending again, the claim's attempt undone.
-        in_progress.filter(pk__in=unsent).update(
-            status=EntryStatus.PENDING, attempt_count=F("attempt_count") - 1, updated_at=now
-        )
+        SyncLane.objects.filter(pk=lane).update(**lane_update)
+        outcome: dict[str, Any] = {"attempt_count": F("attempt_count") + 1, "updated_at": now}
+        if result.maybe_applied:
+            outcome["maybe_applied"] = True
+        if result.ok:
+            outcome |= {"status": EntryStatus.SUCCEEDED, "pushed_at": now, "next_attempt_at": None, "last_error": ""}
+        elif retry_in is not None:
+            next_attempt_at = now + timedelta(seconds=retry_in)
+            outcome |= {"status": EntryStatus.PENDING, "next_attempt_at": next_attempt_at, "last_error": result.error}
+        else:
+            outcome |= {"status": EntryStatus.FAILED, "next_attempt_at": None, "last_error": result.error}
+        OperationLog.objects.filter(pk=entry.pk, status=EntryStatus.IN_PROGRESS).update(**outcome)
+        if stops:
+            _return_to_pending(unsent, now)
 
     if retry_in is not None:
-        wakeup.publish_dispatch(lane, countdown=retry_in)
+        # A long wait is left to the sweep: a broker must not hold the message that long.
+        if retry_in <= MAX_DISPATCH_DELAY_SECONDS:
+            wakeup.publish_dispatch(lane, countdown=retry_in)
         return RunResult.RETRY_LATER
-    if stops:
-        return RunResult.BLOCKED
-    if unsent:
-        wakeup.publish_dispatch(lane, lease_token)
-        return RunResult.HANDED_OVER
-    return RunResult.SENT
+    return RunResult.BLOCKED if stops else RunResult.SENT
+
+
+def hand_over(unsent: list[int], lease_token: str) -> RunResult:
+    """Out of time: the unsent entries go back to pending and a fresh dispatch goes on under the same lease."""
+    lane = OperationLog.objects.filter(pk=unsent[0]).values_list("lane_id", flat=True).first()
+    with transaction.atomic():
+        if lane is None or not lease.hold(lane, lease_token):
+            return RunResult.LEASE_LOST
+        _return_to_pending(unsent, timezone.now())
+    wakeup.publish_dispatch(lane, lease_token)
+    return RunResult.HANDED_OVER
 
 
 def retry_delay(attempt_count: int, retry_after: float | None) -> float:
-    """The backoff after a transient failure, never sooner than Retry-After asks (within reason)."""
+    """The backoff after the n-th send failed transiently, never sooner than Retry-After asks (within reason)."""
     delay = backoff_seconds(attempt_count, base=settings.SYNC_RETRY_BASE_SECONDS, cap=settings.SYNC_RETRY_MAX_SECONDS)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
     return delay
+
+
+def _return_to_pending(entry_ids: list[int], now: datetime) -> None:
+    OperationLog.objects.filter(pk__in=entry_ids, status=EntryStatus.IN_PROGRESS).update(
+        status=EntryStatus.PENDING, updated_at=now
+    )
 
 
 def _stops_the_lane(result: PushResult) -> bool:
@@ -216,7 +229,7 @@ def _log_push(entry: OperationLog, result: PushResult) -> None:
         entry.operation,
         entry.resource,
         entry.object_id,
-        entry.attempt_count,
+        entry.attempt_count + 1,
         result.outcome,
         result.status_code or "-",
         result.duration * 1000,

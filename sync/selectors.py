@@ -3,8 +3,8 @@
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Q
 
+from sync import lease
 from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
 
 
@@ -38,6 +38,6 @@ def has_due_work(lane: str, now: datetime) -> bool:
     return bool(due_entries(lane, now, limit=1))
 
 
-def lane_has_live_lease(lane: str, now: datetime) -> bool:
+def lane_has_live_lease(lane: str) -> bool:
     """Whether a chain holds the lane's lease and will pick new entries up by itself."""
-    return SyncLane.objects.filter(Q(pk=lane) & ~Q(lease_token="") & Q(lease_expires_at__gt=now)).exists()
+    return SyncLane.objects.filter(lease.live(), pk=lane).exists()

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 class OperationLogSerializer(serializers.ModelSerializer):
     lane = serializers.CharField(source="lane_id", read_only=True)
     actor: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    cancelled_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
 
     class Meta:
@@ -31,11 +34,21 @@ class OperationLogSerializer(serializers.ModelSerializer):
             "next_attempt_at",
             "last_error",
             "pushed_at",
+            "maybe_applied",
             "actor",
+            "cancelled_by",
+            "cancelled_at",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class CancelSerializer(serializers.Serializer):
+    confirm = serializers.BooleanField(
+        default=False,
+        help_text="Cancel even though the external system may already have applied the entry (maybe_applied).",
+    )
 
 
 class StatusCountsSerializer(serializers.Serializer):

@@ -1,14 +1,17 @@
 """Operator actions on the outbox: retry, cancel and resend entries."""
 
+import functools
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
 from config.errors import ConflictError
+from sync import wakeup
 from sync.models import DEFAULT_LANE, EntryStatus, OperationLog
-from sync.wakeup import kick
 
 logger = logging.getLogger(__name__)
 
@@ -16,24 +19,88 @@ RETRY_NOT_ALLOWED = (
     "Only a failed entry, or a pending one waiting for its next attempt, can be retried; this one is {status}."
 )
 CANCEL_NOT_ALLOWED = "Only a pending or failed entry can be cancelled; this one is {status}."
+CANCEL_NEEDS_CONFIRMATION = (
+    "The external system may already have applied entry #{sequence}: a send ended without a clear answer "
+    "({error}). Cancelling stops further sends but does not undo it there. Confirm to cancel anyway."
+)
+CANCELLABLE_STATUSES = (EntryStatus.PENDING, EntryStatus.FAILED)
 
 
 class EntryStateError(ConflictError):
     """The entry's status does not allow the requested action."""
 
 
+class CancelNeedsConfirmation(ConflictError):
+    """The entry may have been applied by the external system; cancelling it needs an explicit confirmation."""
+
+
+@dataclass
+class CancelResult:
+    cancelled: list[OperationLog] = field(default_factory=list)
+    refused: list[tuple[OperationLog, str]] = field(default_factory=list)  # with the reason
+
+
 def entry_retry(*, entry: OperationLog, actor: User | None = None) -> OperationLog:
     """Make a failed (or backing-off) entry due now; the lane resumes with it."""
-    return _transition(
-        entry, (EntryStatus.FAILED, EntryStatus.PENDING), EntryStatus.PENDING, RETRY_NOT_ALLOWED, actor, "retried"
-    )
+    with transaction.atomic():
+        changed = OperationLog.objects.filter(pk=entry.pk, status__in=(EntryStatus.FAILED, EntryStatus.PENDING)).update(
+            status=EntryStatus.PENDING, next_attempt_at=None, updated_at=timezone.now()
+        )
+        if not changed:
+            entry.refresh_from_db(fields=["status"])
+            raise EntryStateError(RETRY_NOT_ALLOWED.format(status=entry.get_status_display()))
+        _kick_after_commit([entry.lane_id])
+    _log("retried", entry, actor)
+    entry.refresh_from_db()
+    return entry
 
 
-def entry_cancel(*, entry: OperationLog, actor: User | None = None) -> OperationLog:
-    """Give up on an entry that was not sent; the lane goes on after it."""
-    return _transition(
-        entry, (EntryStatus.PENDING, EntryStatus.FAILED), EntryStatus.CANCELLED, CANCEL_NOT_ALLOWED, actor, "cancelled"
-    )
+def entry_cancel(*, entry: OperationLog, actor: User | None = None, confirmed: bool = False) -> OperationLog:
+    """Give up on an entry; the lane goes on after it. One that may have been applied needs ``confirmed``."""
+    result = entries_cancel(entry_ids=[entry.pk], actor=actor, confirmed=confirmed)
+    if result.refused:
+        raise EntryStateError(result.refused[0][1])
+    return result.cancelled[0]
+
+
+def entries_cancel(*, entry_ids: Iterable[int], actor: User | None = None, confirmed: bool = False) -> CancelResult:
+    """Cancel entries as one decision: one commit, so none of them is sent after it.
+
+    Cancelling one at a time would free the lane after the first, and a worker could send
+    the next before its cancel came. Entries being sent are refused; if any of the others
+    may have been applied by the external system and ``confirmed`` is false, nothing is
+    cancelled and CancelNeedsConfirmation says which.
+    """
+    result = CancelResult()
+    now = timezone.now()
+    with transaction.atomic():
+        entries = list(OperationLog.objects.select_for_update().filter(pk__in=entry_ids).order_by("lane", "sequence"))
+        for entry in entries:
+            if entry.status in CANCELLABLE_STATUSES:
+                result.cancelled.append(entry)
+            else:
+                result.refused.append((entry, CANCEL_NOT_ALLOWED.format(status=entry.get_status_display())))
+        unconfirmed = [entry for entry in result.cancelled if entry.maybe_applied and not confirmed]
+        if unconfirmed:
+            raise CancelNeedsConfirmation(
+                " ".join(
+                    CANCEL_NEEDS_CONFIRMATION.format(sequence=entry.sequence, error=entry.last_error or "no answer")
+                    for entry in unconfirmed
+                )
+            )
+        OperationLog.objects.filter(pk__in=[entry.pk for entry in result.cancelled]).update(
+            status=EntryStatus.CANCELLED, next_attempt_at=None, cancelled_by=actor, cancelled_at=now, updated_at=now
+        )
+        _kick_after_commit({entry.lane_id for entry in result.cancelled})
+    for entry in result.cancelled:
+        entry.status, entry.cancelled_by, entry.cancelled_at, entry.next_attempt_at = (
+            EntryStatus.CANCELLED,
+            actor,
+            now,
+            None,
+        )
+        _log("cancelled", entry, actor)
+    return result
 
 
 def entries_resend(*, from_sequence: int, lane: str = DEFAULT_LANE, to_sequence: int | None = None) -> int:
@@ -45,20 +112,17 @@ def entries_resend(*, from_sequence: int, lane: str = DEFAULT_LANE, to_sequence:
         entries = entries.filter(sequence__lte=to_sequence)
     with transaction.atomic():
         count = entries.update(status=EntryStatus.PENDING, next_attempt_at=None, updated_at=timezone.now())
-        transaction.on_commit(lambda: kick(lane), robust=True)
+        _kick_after_commit([lane])
     logger.info("resend lane=%s from_sequence=%s to_sequence=%s entries=%s", lane, from_sequence, to_sequence, count)
     return count
 
 
-def _transition(entry, allowed, new_status, refusal, actor, verb) -> OperationLog:
-    with transaction.atomic():
-        changed = OperationLog.objects.filter(pk=entry.pk, status__in=allowed).update(
-            status=new_status, next_attempt_at=None, updated_at=timezone.now()
-        )
-        if not changed:
-            entry.refresh_from_db(fields=["status"])
-            raise EntryStateError(refusal.format(status=entry.get_status_display()))
-        transaction.on_commit(lambda: kick(entry.lane_id), robust=True)
+def _kick_after_commit(lanes: Iterable[str]) -> None:
+    for lane in sorted(set(lanes)):
+        transaction.on_commit(functools.partial(wakeup.kick, lane), robust=True)
+
+
+def _log(verb: str, entry: OperationLog, actor: User | None) -> None:
     logger.info(
         "entry %s lane=%s sequence=%s key=%s by=%s",
         verb,
@@ -67,5 +131,3 @@ def _transition(entry, allowed, new_status, refusal, actor, verb) -> OperationLo
         entry.idempotency_key,
         getattr(actor, "username", "-"),
     )
-    entry.refresh_from_db()
-    return entry

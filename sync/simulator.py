@@ -81,6 +81,7 @@ class ExternalSimulator:
             self._script: deque[str] = deque()
             self.requests = 0
             self.replayed = 0
+            self.resent_keys: set[str] = set()  # keys that came more than once (in flight or done)
             self.in_flight = 0
             self.max_in_flight = 0
             self.out_of_order = 0
@@ -109,6 +110,7 @@ class ExternalSimulator:
                 "requests": self.requests,
                 "applied": len(self.applied),
                 "replayed": self.replayed,
+                "resent_keys": len(self.resent_keys),
                 "max_in_flight": self.max_in_flight,
                 "out_of_order": self.out_of_order,
                 "pending_script": list(self._script),
@@ -153,6 +155,7 @@ class ExternalSimulator:
         with self._lock:
             stored = self._keys.get(key)
             if stored is not None:
+                self.resent_keys.add(key)
                 if stored.fingerprint != fingerprint:
                     return Reply(HTTPStatus.UNPROCESSABLE_ENTITY, {"detail": "key reused with a different request"})
                 if stored.reply is None:

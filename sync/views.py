@@ -14,9 +14,10 @@ from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.api import signed_in_user
+from config.errors import ConflictError
 from sync import charts, metrics, overview
 from sync.models import EntryStatus, OperationLog
-from sync.services import EntryStateError, entry_cancel, entry_retry
+from sync.services import entry_cancel, entry_retry
 
 OPERATOR_ACTIONS = {"retry": entry_retry, "cancel": entry_cancel}
 
@@ -44,9 +45,10 @@ def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponse
     if action not in OPERATOR_ACTIONS or not request.user.has_perm(f"sync.{action}_operationlog"):
         raise PermissionDenied
     entry = get_object_or_404(OperationLog, pk=pk)
+    options = {"confirmed": request.POST.get("confirm") == "yes"} if action == "cancel" else {}
     try:
-        OPERATOR_ACTIONS[action](entry=entry, actor=signed_in_user(request))
-    except EntryStateError as exc:
+        OPERATOR_ACTIONS[action](entry=entry, actor=signed_in_user(request), **options)
+    except ConflictError as exc:
         messages.warning(request, str(exc))
     else:
         messages.success(request, f"Entry #{entry.sequence} {'retried' if action == 'retry' else 'cancelled'}.")

@@ -4,7 +4,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from schools.models import Grade, School, SchoolClass, Student, Teacher
-from schools.services import record_save
+from schools.services import record_add
 
 
 class RecordFactory(factory.django.DjangoModelFactory):
@@ -13,7 +13,7 @@ class RecordFactory(factory.django.DjangoModelFactory):
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
-        return record_save(instance=model_class(*args, **kwargs))
+        return record_add(instance=model_class(*args, **kwargs))
 
 
 class SchoolFactory(RecordFactory):

@@ -58,6 +58,18 @@ def wait_until(
         time.sleep(POLL_INTERVAL_SECONDS)
 
 
+def as_beat_would(job: Callable[[], object], every_seconds: float) -> Callable[[], None]:
+    """A callable for ``wait_until(every=…)`` that runs ``job`` at most once per interval, like beat."""
+    last_run = [float("-inf")]
+
+    def tick() -> None:
+        if time.monotonic() - last_run[0] >= every_seconds:
+            last_run[0] = time.monotonic()
+            job()
+
+    return tick
+
+
 def api_client_for(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
@@ -147,7 +159,7 @@ DELIVERY_SECONDS = 90
 # Short timings so that failures, leases and backoffs play out within a test.
 WORKER_ENV = {
     "SYNC_HTTP_TIMEOUT": "5",
-    "SYNC_LEASE_SECONDS": "8",  # a run (2 s) plus the HTTP timeout, and a little more
+    "SYNC_LEASE_SECONDS": "3",  # the shortest allowed: a dead worker's lanes resume quickly
     "SYNC_RETRY_BASE_SECONDS": "0.05",
     "SYNC_RETRY_MAX_SECONDS": "0.5",
 }

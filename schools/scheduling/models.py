@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.utils import timezone
 
 from sync.models import Operation, Resource
 
@@ -45,7 +46,11 @@ class ScheduledChange(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(
+        default=timezone.now,
+        editable=False,
+        help_text="When it was scheduled; orders changes to one record that are due at the same time.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -60,6 +65,12 @@ class ScheduledChange(models.Model):
                 condition=models.Q(status=ScheduledChangeStatus.RUNNING),
             ),
             models.Index(fields=["execute_at"], name="scheduled_execute_at"),
+            # The runner's order check: a record's unfinished changes.
+            models.Index(
+                fields=["resource", "target_id", "execute_at"],
+                name="scheduled_unfinished",
+                condition=models.Q(status__in=[ScheduledChangeStatus.SCHEDULED, ScheduledChangeStatus.RUNNING]),
+            ),
         ]
 
     def __str__(self) -> str:

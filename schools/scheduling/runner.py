@@ -9,7 +9,7 @@ from typing import cast
 from celery import signature
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from schools.scheduling import wakeups
@@ -17,6 +17,7 @@ from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import error_text, prepare
 from schools.services import RecordInUseError, record_create, record_delete, record_update
 from sync.backoff import backoff_seconds
+from sync.clock import DatabaseNow, database_now_plus
 from sync.models import DEFAULT_LANE, Operation
 from sync.recorder import lock_lane
 
@@ -32,8 +33,9 @@ writes wait for) is held while the chunk runs, a few milliseconds per change."""
 MAX_DRAIN_SECONDS = 10
 """One run_due task hands over to a fresh one after this long."""
 
-CLAIM_LEASE_SECONDS = 120
-"""A claim older than this belongs to a dead worker."""
+CLAIM_LEASE_SECONDS = 5
+"""A claim not renewed for this long belongs to a dead worker; a live one renews its claim
+before each chunk, which takes well under a second."""
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0
@@ -51,7 +53,9 @@ def run_due() -> int:
     ran = 0
     while claimed := claim_due(timezone.now()):
         for start in range(0, len(claimed), EXECUTE_CHUNK_SIZE):
-            execute_chunk(claimed[start : start + EXECUTE_CHUNK_SIZE])
+            chunk = claimed[start : start + EXECUTE_CHUNK_SIZE]
+            renew_claim(chunk)
+            execute_chunk(chunk)
         ran += len(claimed)
         if time.monotonic() - started > MAX_DRAIN_SECONDS:
             signature("schools.run_due_changes").apply_async()
@@ -61,11 +65,26 @@ def run_due() -> int:
 
 @transaction.atomic
 def claim_due(now: datetime) -> list[ScheduledChange]:
-    """Mark a batch of due changes ``running`` under a fresh claim token; other workers skip them."""
+    """Mark a batch of due changes ``running`` under a fresh claim token; other workers skip them.
+
+    A change is claimed only when no earlier change of the same record is unfinished
+    (scheduled or running), earlier meaning by ``execute_at``, then by creation: changes
+    to one record run one at a time and in that order, whichever worker runs them, and
+    also after a retry or a released claim moved a change's ``due_at``.
+    """
+    unfinished = (ScheduledChangeStatus.SCHEDULED, ScheduledChangeStatus.RUNNING)
+    earlier_of_the_same_record = ScheduledChange.objects.filter(
+        Q(execute_at__lt=OuterRef("execute_at"))
+        | Q(execute_at=OuterRef("execute_at"), created_at__lt=OuterRef("created_at")),
+        resource=OuterRef("resource"),
+        target_id=OuterRef("target_id"),
+        status__in=unfinished,
+    )
     ids = list(
         ScheduledChange.objects.select_for_update(skip_locked=True)
         .filter(status=ScheduledChangeStatus.SCHEDULED, due_at__lte=now)
-        .order_by("due_at")
+        .exclude(Exists(earlier_of_the_same_record))
+        .order_by("execute_at", "created_at")
         .values_list("pk", flat=True)[:CLAIM_BATCH_SIZE]
     )
     if not ids:
@@ -74,11 +93,22 @@ def claim_due(now: datetime) -> list[ScheduledChange]:
     ScheduledChange.objects.filter(pk__in=ids, status=ScheduledChangeStatus.SCHEDULED).update(
         status=ScheduledChangeStatus.RUNNING,
         claim_token=token,
-        claimed_at=now,
+        claimed_at=DatabaseNow(),
         attempt_count=F("attempt_count") + 1,
         updated_at=now,
     )
-    return list(ScheduledChange.objects.filter(claim_token=token).select_related("created_by").order_by("due_at"))
+    return list(
+        ScheduledChange.objects.filter(claim_token=token)
+        .select_related("created_by")
+        .order_by("execute_at", "created_at")
+    )
+
+
+def renew_claim(changes: list[ScheduledChange]) -> None:
+    """Tell the sweep these claimed changes are still being worked on (in the database's clock)."""
+    ScheduledChange.objects.filter(
+        pk__in=[change.pk for change in changes], status=ScheduledChangeStatus.RUNNING
+    ).filter(claim_token=changes[0].claim_token).update(claimed_at=DatabaseNow())
 
 
 def execute_chunk(changes: list[ScheduledChange]) -> None:
@@ -181,7 +211,7 @@ def sweep() -> dict[str, int]:
     """Release dead claims, run what is overdue, and send wake-ups for changes coming due."""
     now = timezone.now()
     released = ScheduledChange.objects.filter(
-        status=ScheduledChangeStatus.RUNNING, claimed_at__lt=now - timedelta(seconds=CLAIM_LEASE_SECONDS)
+        status=ScheduledChangeStatus.RUNNING, claimed_at__lt=database_now_plus(-CLAIM_LEASE_SECONDS)
     ).update(status=ScheduledChangeStatus.SCHEDULED, claim_token="", updated_at=now)
     upcoming = list(
         ScheduledChange.objects.filter(

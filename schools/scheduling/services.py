@@ -63,7 +63,8 @@ def scheduled_changes_create(
     now = timezone.now()
     changes = list(changes)
     found = targets(changes)
-    rows, errors = [], []
+    rows: list[ScheduledChange] = []
+    errors: list[dict[str, list[str]]] = []
     for change in changes:
         data = dict(change.get("data") or {})
         target_id: int | None = change.get("target_id")
@@ -85,6 +86,8 @@ def scheduled_changes_create(
                 target_id=change.get("target_id"),
                 data=data,
                 created_by=actor,
+                # In the batch's order, a microsecond apart: ties at execute_at run in creation order.
+                created_at=now + timedelta(microseconds=len(rows)),
             )
         )
     if any(errors):

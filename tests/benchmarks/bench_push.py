@@ -1,7 +1,11 @@
 """The push pipeline, on PostgreSQL and RabbitMQ, against a zero-latency (or 50 ms) external API.
 
-- ordered pushes/s for backlogs of 100, 1,000 and 10,000 entries, side by side with a plain
-  Celery chain of no-op tasks (tests/benchmarks/celery_baseline.py), as a ratio;
+- ordered pushes/s for backlogs of 100, 1,000 and 10,000 entries, side by side with the raw
+  loop floor (tests/benchmarks/raw_loop.py: lock the head row, POST, mark it done, commit)
+  and a plain Celery chain of no-op tasks (tests/benchmarks/celery_baseline.py), as ratios;
+- the same backlogs written through the services while the sync worker is stopped (every
+  write kicks the lane): the messages queued, the first push after the worker is ready,
+  and pushes/s against the raw floor;
 - idle lag: commit to the external API receiving the entry, with the lane idle;
 - efficiency under latency: 200 entries at 50 ms per call, total time / (200 x 50 ms), and
   against the same 200 calls made back to back by the bare HTTP client (the calls' own floor);
@@ -33,7 +37,7 @@ def main() -> dict:
     harness.setup_django()
     import redis
 
-    from sync.dispatcher import RUN_LENGTH
+    from sync.runs import RUN_LENGTH
     from tests.benchmarks import celery_baseline
     from tests.helpers import running_simulator
 
@@ -70,17 +74,20 @@ def main() -> dict:
             _pushes(10)  # warm up connections and imports
             rss_before = _rss(sync_process.pid)
             for backlog in BACKLOGS:
-                ours, floor = [], []
+                ours, raw, floor = [], [], []
                 for _ in range(REPEATS):
                     ours.append(_pushes(backlog))
+                    raw.append(_raw_loop(url, backlog))
                     floor.append(_baseline(store, backlog))
                 results["pipeline"].append(
                     {
                         "backlog": backlog,
                         "pushes_per_second": statistics.median(ours),
+                        "raw_loop_per_second": statistics.median(raw),
+                        "ratio_to_raw_loop": statistics.median(ours) / statistics.median(raw),
                         "noop_chain_per_second": statistics.median(floor),
                         "ratio": statistics.median(ours) / statistics.median(floor),
-                        "runs": {"pushes_per_second": ours, "noop_chain_per_second": floor},
+                        "runs": {"pushes_per_second": ours, "raw_loop_per_second": raw, "noop_chain_per_second": floor},
                     }
                 )
             rss_after = _rss(sync_process.pid)
@@ -102,6 +109,7 @@ def main() -> dict:
                 "bare_calls_seconds": bare,
                 "ratio_to_bare_calls": elapsed / bare,
             }
+        results["stopped_worker"] = [_written_while_stopped(sync_worker, url, backlog) for backlog in BACKLOGS]
         assert simulator.out_of_order == 0
         assert simulator.max_in_flight == 1
     return results
@@ -111,8 +119,8 @@ def _elapsed_for(count: int) -> float:
     """Seconds from the kick to the last of `count` new entries being pushed."""
     from django.db.models import Max
 
-    from sync.dispatcher import kick
     from sync.models import DEFAULT_LANE, EntryStatus, OperationLog
+    from sync.wakeup import kick
     from tests.helpers import bulk_entries
 
     bulk_entries(count)
@@ -140,6 +148,54 @@ def _bare_calls(url: str, count: int) -> float:
 
 def _pushes(count: int) -> float:
     return count / _elapsed_for(count)
+
+
+def _raw_loop(url: str, count: int) -> float:
+    """Pushes/s of the raw loop over `count` new entries, in a process of its own."""
+    from tests.helpers import bulk_entries
+
+    bulk_entries(count)
+    harness.vacuum(*OUTBOX_TABLES)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.raw_loop", str(count)],
+        cwd=harness.BASE_DIR,
+        env={**harness.ENV, "SYNC_API_URL": url},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return count / float(done.stdout.strip().splitlines()[-1])
+
+
+def _written_while_stopped(sync_worker, url: str, count: int) -> dict:
+    """`count` writes through the services with no sync worker running, then the worker starts."""
+    from django.db.models import Max, Min
+
+    from config.celery import app
+    from schools.services import school_create
+    from sync.models import EntryStatus, OperationLog
+
+    first_new = (OperationLog.objects.aggregate(last=Max("pk"))["last"] or 0) + 1
+    for number in range(count):
+        school_create(name=f"Written while stopped {first_new}-{number}")
+    harness.vacuum(*OUTBOX_TABLES)
+    with app.connection_for_write() as connection:
+        queued = connection.default_channel.queue_declare(queue="sync", passive=True).message_count
+    backlog = OperationLog.objects.filter(pk__gte=first_new)
+    with harness.processes(sync_worker):
+        ready = time.time()
+        harness.wait_until(lambda: not backlog.exclude(status=EntryStatus.SUCCEEDED).exists(), 3600, every=0.05)
+    pushed = backlog.aggregate(first=Min("pushed_at"), last=Max("pushed_at"))
+    rate = count / (pushed["last"].timestamp() - ready)
+    raw = _raw_loop(url, count)
+    return {
+        "backlog": count,
+        "messages_queued": queued,
+        "first_push_after_ready_s": pushed["first"].timestamp() - ready,
+        "pushes_per_second": rate,
+        "raw_loop_per_second": raw,
+        "ratio_to_raw_loop": rate / raw,
+    }
 
 
 def _baseline(store, count: int) -> float:
@@ -195,13 +251,25 @@ def _children(pid: int) -> list[int]:
 
 def report(results: dict) -> str:
     lines = [
-        f"| backlog | pushes/s ({results['run_length']} per link) | no-op chain/s (1 task per link) | ratio |",
-        "|---:|---:|---:|---:|",
+        f"| backlog | pushes/s ({results['run_length']} per link) | raw loop/s | ratio | no-op chain/s | ratio |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["pipeline"]:
         lines.append(
-            f"| {row['backlog']:,} | {row['pushes_per_second']:,.0f} | {row['noop_chain_per_second']:,.0f} | "
-            f"{row['ratio']:.2f} |"
+            f"| {row['backlog']:,} | {row['pushes_per_second']:,.0f} | {row['raw_loop_per_second']:,.0f} | "
+            f"{row['ratio_to_raw_loop']:.2f} | {row['noop_chain_per_second']:,.0f} | {row['ratio']:.2f} |"
+        )
+    lines += [
+        "",
+        "Written while the sync worker was stopped (one write, one kick each):",
+        "",
+        "| backlog | messages queued | first push after ready | pushes/s | raw loop/s | ratio |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["stopped_worker"]:
+        lines.append(
+            f"| {row['backlog']:,} | {row['messages_queued']} | {row['first_push_after_ready_s'] * 1000:.0f} ms | "
+            f"{row['pushes_per_second']:,.0f} | {row['raw_loop_per_second']:,.0f} | {row['ratio_to_raw_loop']:.2f} |"
         )
     lag, efficiency, memory = results["idle_lag_ms"], results["efficiency"], results["memory"]
     lines += [

@@ -2,7 +2,9 @@
 
 Creates and updates of schools through the REST API, with the simulator at the original
 system's latencies (5 s per school call) and the sync worker pushing in the background,
-side by side with the same endpoints calling the external API before they answer.
+side by side with the same endpoints calling the external API before they answer; and
+10,000 students created by 8 clients, to see whether writes slow down as the tables grow
+(the first thousand against the last).
 """
 
 import sys
@@ -20,6 +22,8 @@ from tests.benchmarks import harness
 CLIENTS = 8
 WRITES_PER_CLIENT = 200  # each client alternates create and update
 SYNCHRONOUS_WRITES_PER_CLIENT = 4  # at 5 s a call, enough to see it
+STUDENTS = 10_000  # created by CLIENTS clients for the flatness measurement
+THOUSAND = 1_000
 
 
 def main() -> dict:
@@ -42,6 +46,7 @@ def main() -> dict:
             results["outbox"] = _load(port, token, WRITES_PER_CLIENT, "outbox")
             # The same writes from one client: the service time, without 8 clients queueing for 2 cores.
             results["outbox_one_client"] = _load(port, token, WRITES_PER_CLIENT, "single", clients=1)
+            results["students"] = _students(port, token)
         baseline_port = harness.free_port()
         synchronous = (
             "gunicorn-synchronous",
@@ -100,6 +105,51 @@ def _load(port: int, token: str, writes_per_client: int, label: str, clients: in
     }
 
 
+def _students(port: int, token: str) -> dict:
+    """STUDENTS creates from CLIENTS clients; the rate of the first and the last thousand."""
+    headers = {"Authorization": f"Token {token}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as http:
+        school = http.post("/api/schools/", json={"name": "Flatness"}).json()["id"]
+        grade = http.post("/api/grades/", json={"school": school, "level": 1, "name": "One"}).json()["id"]
+        school_class = http.post("/api/classes/", json={"grade": grade, "name": "1A"}).json()["id"]
+    finished: list[float] = []
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as http:
+            for index in range(number, STUDENTS, CLIENTS):
+                started = time.perf_counter()
+                response = http.post(
+                    "/api/students/",
+                    json={
+                        "school_class": school_class,
+                        "first_name": "S",
+                        "last_name": f"{index}",
+                        "student_number": f"S{index:06d}",
+                    },
+                )
+                if response.status_code != 201:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+                with lock:
+                    finished.append(time.perf_counter())
+                    latencies.append((finished[-1] - started) * 1000)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(client, range(CLIENTS)))
+    finished.sort()
+    first = THOUSAND / (finished[THOUSAND - 1] - started)
+    last = THOUSAND / (finished[-1] - finished[-THOUSAND - 1])
+    return {
+        "students": STUDENTS,
+        "first_thousand_per_second": first,
+        "last_thousand_per_second": last,
+        "last_to_first": last / first,
+        "latency_ms": harness.summary(latencies),
+    }
+
+
 def report(results: dict) -> str:
     lines = [
         f"| write path ({results['clients']} clients, external system 5 s per call) | requests | requests/s "
@@ -118,6 +168,15 @@ def report(results: dict) -> str:
             f"| {label} | {row['requests']:,} | {row['requests_per_second']:,.1f} | "
             f"{row['latency_ms']['p50']:,.1f} ms | {row['latency_ms']['p99']:,.1f} ms |"
         )
+    students = results.get("students")
+    if students:
+        lines += [
+            "",
+            f"- {students['students']:,} students from {results['clients']} clients: "
+            f"{students['first_thousand_per_second']:.0f}/s for the first thousand, "
+            f"{students['last_thousand_per_second']:.0f}/s for the last ({students['last_to_first']:.2f} x); "
+            f"p50 {students['latency_ms']['p50']:.1f} ms, p99 {students['latency_ms']['p99']:.1f} ms",
+        ]
     return "\n".join(lines)
 
 

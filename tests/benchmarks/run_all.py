@@ -41,19 +41,14 @@ def chart(results: dict, path: Path) -> None:
         if name == "push":
             labels = [f"{row['backlog']:,}" for row in result["pipeline"]]
             positions = range(len(labels))
-            axis.bar(
-                [p - 0.2 for p in positions],
-                [r["pushes_per_second"] for r in result["pipeline"]],
-                0.4,
-                label=f"ordered pushes (DB + HTTP, {result.get('run_length', 1)} per link)",
-            )
-            axis.bar(
-                [p + 0.2 for p in positions],
-                [r["noop_chain_per_second"] for r in result["pipeline"]],
-                0.4,
-                label="no-op Celery chain (1 task per link)",
-            )
-            tallest = max(max(r["pushes_per_second"], r["noop_chain_per_second"]) for r in result["pipeline"])
+            series = [
+                ("pushes_per_second", f"ordered pushes ({result.get('run_length', 1)} per link)"),
+                ("raw_loop_per_second", "raw loop: lock, POST, mark, commit"),
+                ("noop_chain_per_second", "no-op Celery chain (1 task per link)"),
+            ]
+            for offset, (key, label) in zip((-0.27, 0, 0.27), series, strict=True):
+                axis.bar([p + offset for p in positions], [r[key] for r in result["pipeline"]], 0.27, label=label)
+            tallest = max(r[key] for r in result["pipeline"] for key, _ in series)
             axis.set_ylim(0, tallest * 1.35)  # room for the legend above the bars
             axis.set_xticks(list(positions), labels)
             axis.set(title="Push pipeline, zero-latency API", xlabel="backlog (entries)", ylabel="per second")

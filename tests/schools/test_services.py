@@ -9,6 +9,7 @@ from django.db import DatabaseError, transaction
 from schools import models as school_models
 from schools.models import Grade, School, SchoolClass, Student, Teacher
 from schools.services import (
+    RecordGoneError,
     RecordInUseError,
     grade_create,
     record_delete,
@@ -314,3 +315,26 @@ def test_deleting_a_homeroom_teacher_is_refused():
     with pytest.raises(RecordInUseError, match="1 class"):
         record_delete(instance=teacher)
     assert Teacher.objects.filter(pk=teacher.pk).exists()
+
+
+def test_concurrent_updates_of_different_fields_both_stay():
+    # Two requests read the student; the second commits a change to another field first.
+    student = StudentFactory(first_name="Ann", last_name="Lee")
+    read_by_first_request = Student.objects.get(pk=student.pk)
+    record_update(instance=Student.objects.get(pk=student.pk), data={"last_name": "Park"})
+
+    updated = record_update(instance=read_by_first_request, data={"first_name": "Anna"})
+
+    student.refresh_from_db()
+    assert (student.first_name, student.last_name) == ("Anna", "Park")
+    entry = OperationLog.objects.filter(resource="students", object_id=student.pk).latest("sequence")
+    assert (entry.payload["first_name"], entry.payload["last_name"]) == ("Anna", "Park")  # the committed row
+    assert (updated.first_name, updated.last_name) == ("Anna", "Park")
+
+
+def test_updating_a_record_deleted_meanwhile_is_a_conflict():
+    school = SchoolFactory()
+    read_before_the_delete = School.objects.get(pk=school.pk)
+    record_delete(instance=school)
+    with pytest.raises(RecordGoneError):
+        record_update(instance=read_before_the_delete, data={"address": "Elsewhere"})

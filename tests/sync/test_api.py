@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from schools.services import record_delete, record_update
 from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, SyncLane
-from sync.services import CANCEL_NOT_ALLOWED, RETRY_NOT_ALLOWED
+from sync.services import CANCEL_NEEDS_CONFIRMATION, CANCEL_NOT_ALLOWED, RETRY_NOT_ALLOWED
 from tests.factories import SchoolFactory, UserFactory
 from tests.helpers import api_client_for, bulk_entries, entry_with_status
 
@@ -51,7 +51,10 @@ def test_lists_entries_newest_first_with_their_fields(reader_client, history):
         "next_attempt_at": None,
         "last_error": "",
         "pushed_at": None,
+        "maybe_applied": False,
         "actor": None,
+        "cancelled_by": None,
+        "cancelled_at": None,
         "created_at": newest["created_at"],
         "updated_at": newest["updated_at"],
     }
@@ -167,3 +170,24 @@ def test_status_api_reports_counts_lag_progress_and_health(reader_client):
 
 def test_status_api_needs_a_signed_in_user(anon_client):
     assert anon_client.get("/api/sync/status/").status_code == 401
+
+
+def test_cancelling_an_entry_that_may_have_been_applied_needs_confirmation(operator_client):
+    # After a timeout the entry is pending again, yet the external system may have applied it.
+    entry = entry_with_status(EntryStatus.PENDING, maybe_applied=True, last_error="timed out after 30s")
+
+    refused = operator_client.post(f"/api/sync/operations/{entry.pk}/cancel/")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == CANCEL_NEEDS_CONFIRMATION.format(
+        sequence=entry.sequence, error="timed out after 30s"
+    )
+    entry.refresh_from_db()
+    assert entry.status == EntryStatus.PENDING
+
+    confirmed = operator_client.post(f"/api/sync/operations/{entry.pk}/cancel/", {"confirm": True}, format="json")
+    assert confirmed.status_code == 200
+    body = confirmed.json()
+    assert (body["status"], body["maybe_applied"]) == ("cancelled", True)
+    entry.refresh_from_db()
+    assert body["cancelled_by"] == entry.cancelled_by.username
+    assert entry.cancelled_at is not None

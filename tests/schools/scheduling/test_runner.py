@@ -211,3 +211,50 @@ def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, asked
 
     assert {ScheduledChange.objects.get(pk=c.pk).status for c in changes} == {ScheduledChangeStatus.SCHEDULED}
     assert not OperationLog.objects.filter(payload__address__startswith="Retry").exists()  # the first rolled back too
+
+
+def rename_student(student, first_name: str, execute_at) -> ScheduledChange:
+    return services.scheduled_change_create(
+        execute_at=execute_at,
+        resource="students",
+        operation="update",
+        target_id=student.pk,
+        data={"first_name": first_name},
+    )
+
+
+def test_changes_to_one_record_run_in_execute_at_order_even_after_a_retry(monkeypatch, asked_wake_ups):
+    student = StudentFactory(first_name="v0")
+    first = rename_student(student, "v1", in_seconds(-50))
+    second = rename_student(student, "v2", in_seconds(-40))
+    ScheduledChange.objects.filter(pk=second.pk).update(due_at=in_seconds(3600))  # not yet
+
+    def database_went_away(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner, "record_update", database_went_away)
+    runner.run_due()  # the first change fails transiently: it is due again after a backoff
+    monkeypatch.undo()
+    ScheduledChange.objects.filter(pk=second.pk).update(due_at=in_seconds(-1))
+
+    assert runner.run_due() == 0  # the second waits for the first, although it is due
+    ScheduledChange.objects.filter(pk=first.pk).update(due_at=in_seconds(-1))
+    assert runner.run_due() == 2
+
+    student.refresh_from_db()
+    assert student.first_name == "v2"  # the last one scheduled wins, here and there
+    renames = OperationLog.objects.filter(resource="students", object_id=student.pk, operation="update")
+    assert [entry.payload["first_name"] for entry in renames.order_by("sequence")] == ["v1", "v2"]
+
+
+def test_two_workers_never_hold_changes_of_the_same_record_at_once():
+    student, other = StudentFactory(), StudentFactory()
+    changes = [rename_student(student, f"v{index}", in_seconds(60)) for index in range(1, 4)]
+    elsewhere = rename_student(other, "other", in_seconds(60))
+    make_due(*changes, elsewhere)
+
+    first_worker = runner.claim_due(timezone.now())
+    second_worker = runner.claim_due(timezone.now())
+
+    assert {change.pk for change in first_worker} == {changes[0].pk, elsewhere.pk}  # ties: creation order
+    assert second_worker == []  # v2 and v3 wait until v1 is done
