@@ -24,7 +24,19 @@ else:
     _ModelAdmin = object
 
 
-class ServiceWritesMixin(_ModelAdmin):
+class ChangedAsShownMixin:
+    """Forms carry each field's value as the page showed it, so ``changed_data`` is what the
+    user changed, not what differs from the row when the form comes back (which would
+    include another user's change made meanwhile, and write the old value over it)."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+        if formfield is not None:
+            formfield.show_hidden_initial = True
+        return formfield
+
+
+class ServiceWritesMixin(ChangedAsShownMixin, _ModelAdmin):
     """Route every admin write (forms, inlines, bulk delete) through the services.
 
     The forms check the same rules first; what only the service can find out (a clash
@@ -88,14 +100,14 @@ def _changed_fields(obj, names: list[str]) -> dict:
     return {name: getattr(obj, name) for name in names if name in model_fields}
 
 
-class GradeInline(admin.TabularInline):
+class GradeInline(ChangedAsShownMixin, admin.TabularInline):
     model = Grade
     fields = ["level", "name"]
     extra = 0
     show_change_link = True
 
 
-class SchoolClassInline(admin.TabularInline):
+class SchoolClassInline(ChangedAsShownMixin, admin.TabularInline):
     model = SchoolClass
     fields = ["name", "homeroom_teacher"]
     autocomplete_fields = ["homeroom_teacher"]

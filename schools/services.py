@@ -78,12 +78,18 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
     snapshot is the row as committed. Returns the updated record (not ``instance``).
     """
     lock_lane(DEFAULT_LANE)
-    current = type(instance)._default_manager.filter(pk=instance.pk).first()
-    if current is None:
-        raise RecordGoneError(RECORD_GONE.format(kind=instance._meta.verbose_name, record=instance))
+    current = _current(instance)
     for field, value in data.items():
         setattr(current, field, value)
     return _save(current, Operation.UPDATE, actor)
+
+
+def _current(instance: RecordT) -> RecordT:
+    """The record as committed now (call under the lane lock); RecordGoneError if it was deleted."""
+    current = type(instance)._default_manager.filter(pk=instance.pk).first()
+    if current is None:
+        raise RecordGoneError(RECORD_GONE.format(kind=instance._meta.verbose_name, record=instance))
+    return current
 
 
 def _save(instance: RecordT, operation: Operation, actor: Actor) -> RecordT:
@@ -95,15 +101,21 @@ def _save(instance: RecordT, operation: Operation, actor: Actor) -> RecordT:
 
 @transaction.atomic
 def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
-    """Delete a record nothing references any more and record its delete entry."""
+    """Delete a record nothing references any more and record its delete entry.
+
+    The record is read again under the lane lock, so a record another request deleted
+    meanwhile is refused instead of being recorded as deleted twice, and the entry's
+    snapshot is its last committed state.
+    """
     lock_lane(DEFAULT_LANE)
-    payload = snapshot(instance)
-    object_id = instance.pk
+    current = _current(instance)
+    payload = snapshot(current)
+    object_id = current.pk
     try:
-        instance.delete()
+        current.delete()
     except models.ProtectedError as exc:
-        raise RecordInUseError(_delete_refused_message(instance, exc.protected_objects)) from exc
-    _record(instance, Operation.DELETE, object_id=object_id, payload=payload, actor=actor)
+        raise RecordInUseError(_delete_refused_message(current, exc.protected_objects)) from exc
+    _record(current, Operation.DELETE, object_id=object_id, payload=payload, actor=actor)
 
 
 def _record(

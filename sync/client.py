@@ -3,6 +3,7 @@
 import email.utils
 import json
 import time
+from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,9 +118,12 @@ def classify_streamed(response: httpx.Response, started: float) -> PushResult:
     client cannot decode does not turn an applied change into a failure.
     """
     if response.is_success:
-        if not response.is_stream_consumed:
-            for _ in response.iter_raw():
-                pass
+        # The status line says the change was applied; a body that does not arrive whole only
+        # costs the connection (httpx closes it instead of reusing it).
+        with suppress(httpx.HTTPError):
+            if not response.is_stream_consumed:
+                for _ in response.iter_raw():
+                    pass
         return classify(response, duration=time.monotonic() - started)
     try:
         response.read()
@@ -217,10 +221,20 @@ class _DeadlineBackend(httpcore.SyncBackend):
         return _DeadlineStream(super().connect_tcp(host, port, timeout, local_address, socket_options))
 
 
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+"""httpx's default limits: idle keep-alive connections are dropped after 5 s, before servers drop them."""
+
+
 class DeadlineTransport(httpx.HTTPTransport):
     """httpx's own transport over a connection pool whose network operations share the call's deadline."""
 
     def __init__(self) -> None:
-        super().__init__()
-        # httpx builds its pool without a way to pass a network backend; this is its pool with ours.
-        self._pool = httpcore.ConnectionPool(network_backend=_DeadlineBackend())
+        super().__init__(limits=POOL_LIMITS)
+        # httpx builds its pool without a way to pass a network backend: the same pool, with ours.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=POOL_LIMITS.max_connections,
+            max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
+            keepalive_expiry=POOL_LIMITS.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )

@@ -1,6 +1,7 @@
 """Dispatch and sweep: start each lane's chain of runs, and resume lanes whose chain died (I5, I8)."""
 
 import logging
+import time
 import uuid
 
 from celery import chain, signature
@@ -71,6 +72,10 @@ def resume_after_restart(worker: str) -> list[str]:
 
     A killed worker's lanes thus resume as soon as it is back, not when their leases expire.
     """
+    if lease.any_held_by(worker):
+        # Wait one renewal interval: a lease still renewed after it is a live chain's (two
+        # workers by mistake under one name), not a dead predecessor's.
+        time.sleep(lease.renewal_interval())
     released = lease.release_held_by(worker)
     if released:
         logger.info("worker %s resumed lanes its predecessor held: %s", worker, ", ".join(released))

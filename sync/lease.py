@@ -38,9 +38,14 @@ def held_until():
 
 
 def name_holder(name: str) -> None:
-    """Name the leases this process takes after its worker (a Celery node name, unique per worker)."""
+    """Name the leases this process takes after its worker: its Celery node name and queues."""
     global _holder
     _holder = name
+
+
+def holder() -> str:
+    """The name this process's chains write on the leases they hold."""
+    return _holder
 
 
 def live() -> Q:
@@ -74,7 +79,10 @@ def renew(token: str) -> bool:
     Tokens are unique per chain, so the token alone names its lane.
     """
     lane = SyncLane.objects.select_for_update().filter(lease_token=token).values_list("pk", flat=True).first()
-    return lane is not None and bool(SyncLane.objects.filter(pk=lane).update(lease_expires_at=held_until()))
+    if lane is None:
+        return False
+    # A chain's links may run on any sync worker: the holder is whoever renewed it last.
+    return bool(SyncLane.objects.filter(pk=lane).update(lease_expires_at=held_until(), lease_holder=_holder))
 
 
 def hold(lane: str, token: str) -> bool:
@@ -93,14 +101,25 @@ def release(lane: str, token: str) -> None:
     SyncLane.objects.filter(pk=lane, lease_token=token).update(**RELEASED)
 
 
+def renewal_interval() -> float:
+    """How often a live chain renews its lease while a call is in flight."""
+    return settings.SYNC_LEASE_SECONDS / RENEWALS_PER_LEASE
+
+
+def any_held_by(holder: str) -> bool:
+    return SyncLane.objects.filter(lease_holder=holder).exclude(lease_token="").exists()
+
+
 @transaction.atomic
 def release_held_by(holder: str) -> list[str]:
     """End the leases a worker of this name held before it restarted, and reopen their entries.
 
     Called when a worker starts: its predecessor of the same name is gone (worker names are
     unique), so its chains are dead and their lanes need not wait for the leases to expire.
+    A lease renewed within the last renewal interval is left alone: a live chain holds it.
     """
-    lanes = list(SyncLane.objects.select_for_update().filter(lease_holder=holder).exclude(lease_token=""))
+    stale = Q(lease_expires_at__lt=database_now_plus(settings.SYNC_LEASE_SECONDS - renewal_interval()))
+    lanes = list(SyncLane.objects.select_for_update().filter(stale, lease_holder=holder).exclude(lease_token=""))
     for lane in lanes:
         SyncLane.objects.filter(pk=lane.pk).update(**RELEASED)
         reopen(lane.pk)
@@ -121,24 +140,32 @@ def reopen(lane: str) -> None:
     """Make the lane's in-progress entries pending again; call only once its lease has ended.
 
     Only a lease holder pushes, so with the lease gone these pushes are dead; they are sent
-    again with the same idempotency key, which the external system deduplicates (I4).
+    again with the same idempotency key, which the external system deduplicates (I4). A run
+    sends in sequence and records each send, so its first entry still in progress is the
+    one whose call may have been under way: that one may have been applied.
     """
-    OperationLog.objects.filter(lane_id=lane, status=EntryStatus.IN_PROGRESS).update(
-        status=EntryStatus.PENDING, updated_at=timezone.now()
-    )
+    in_progress = OperationLog.objects.filter(lane_id=lane, status=EntryStatus.IN_PROGRESS)
+    first = in_progress.order_by("sequence").values_list("pk", flat=True).first()
+    if first is None:
+        return
+    OperationLog.objects.filter(pk=first).update(maybe_applied=True)
+    in_progress.update(status=EntryStatus.PENDING, updated_at=timezone.now())
 
 
 class Keeper:
-    """Renews a chain's lease from a thread of its own for as long as the ``with`` block runs.
+    """Renews a chain's lease from a thread of its own while the ``with`` block runs, within reason.
 
     The block is a run whose calls may each take up to the HTTP timeout; a live chain
     keeps its lease through them, while a dead one's runs out within SYNC_LEASE_SECONDS.
+    It stops renewing once the run has taken longer than a run can (SYNC_RUN_SECONDS plus
+    one HTTP timeout): a worker stuck outside the call's deadline then loses the lane too.
     """
 
     def __init__(self, token: str):
         self.token = token
-        self._interval = settings.SYNC_LEASE_SECONDS / RENEWALS_PER_LEASE
+        self._interval = renewal_interval()
         self._renewed_at = time.monotonic()  # the claim that started the run renewed it
+        self._renew_until = self._renewed_at + settings.SYNC_RUN_SECONDS + settings.SYNC_HTTP_TIMEOUT
         self._lost = False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._keep, name=f"lease-{token[:8]}", daemon=True)
@@ -157,7 +184,7 @@ class Keeper:
 
     def _keep(self) -> None:
         try:
-            while not self._done.wait(self._interval):
+            while not self._done.wait(self._interval) and time.monotonic() < self._renew_until:
                 try:
                     if not renew(self.token):
                         self._lost = True

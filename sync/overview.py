@@ -3,8 +3,21 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Aggregate, Case, Count, F, Min, OuterRef, Q, Subquery, When
+from django.db.models import (
+    Aggregate,
+    BooleanField,
+    Case,
+    Count,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    When,
+)
 
+from sync import lease
 from sync.health import read_health
 from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
 from sync.selectors import blocks_on_failure, holding_statuses
@@ -23,7 +36,9 @@ def lane_overview(now: datetime) -> list[dict[str, Any]]:
     head = OperationLog.objects.filter(lane=OuterRef("pk"), status__in=holding_statuses()).order_by("sequence")
     lanes = list(
         SyncLane.objects.order_by("name").annotate(
-            head_id=Subquery(head.values("pk")[:1]), head_created_at=Subquery(head.values("created_at")[:1])
+            head_id=Subquery(head.values("pk")[:1]),
+            head_created_at=Subquery(head.values("created_at")[:1]),
+            lease_active=ExpressionWrapper(lease.live(), output_field=BooleanField()),  # in the database's clock
         )
     )
     failed_heads = OperationLog.objects.in_bulk([lane.head_id for lane in lanes if lane.head_id is not None])
@@ -33,7 +48,7 @@ def lane_overview(now: datetime) -> list[dict[str, Any]]:
             "next_sequence": lane.next_sequence,
             "last_pushed_sequence": lane.last_pushed_sequence,
             "last_pushed_at": lane.last_pushed_at,
-            "lease_active": bool(lane.lease_token and lane.lease_expires_at and lane.lease_expires_at > now),
+            "lease_active": lane.lease_active,
             "oldest_open_age_seconds": (
                 round((now - lane.head_created_at).total_seconds(), 3) if lane.head_created_at else None
             ),

@@ -40,7 +40,5 @@ def purge_closed_entries(*, now: datetime | None = None, batch_size: int = PURGE
             OperationAttempt.objects.filter(entry_id__in=ids)._raw_delete(OperationAttempt.objects.db)
             OperationLog.objects.filter(pk__in=ids)._raw_delete(OperationLog.objects.db)
         deleted += len(ids)
-        if len(ids) < batch_size:
-            break
     logger.info("purge deleted=%s closed before %s", deleted, cutoff.isoformat())
     return deleted

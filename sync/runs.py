@@ -81,7 +81,7 @@ def push_run(entry_ids: list[int], lease_token: str) -> RunResult:
         for index, entry in enumerate(run):
             unsent = [later.pk for later in run[index + 1 :]]
             if index and (time.monotonic() > deadline or not keeper.holds()):
-                outcome = hand_over([entry.pk, *unsent], lease_token)
+                outcome = hand_over(entry.lane_id, [entry.pk, *unsent], lease_token)
                 break
             started_at = timezone.now()
             sent = SentEntry(entry, send(entry), started_at)
@@ -161,9 +161,13 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
         if result.ok:
             lane_update |= {"last_pushed_sequence": entry.sequence, "last_pushed_at": now}
         if not lease.hold(lane, lease_token):
-            if result.maybe_applied:  # true whoever owns the lane now
-                OperationLog.objects.filter(pk=entry.pk).update(maybe_applied=True)
-            return RunResult.LEASE_LOST  # superseded: whoever took the lane over goes on with it
+            # Superseded: whoever took the lane over goes on with it. The send still happened,
+            # and may have been applied, whoever owns the entry now.
+            sent_anyway: dict[str, Any] = {"attempt_count": F("attempt_count") + 1}
+            if result.ok or result.maybe_applied:
+                sent_anyway["maybe_applied"] = True
+            OperationLog.objects.filter(pk=entry.pk).update(**sent_anyway)
+            return RunResult.LEASE_LOST
         SyncLane.objects.filter(pk=lane).update(**lane_update)
         outcome: dict[str, Any] = {"attempt_count": F("attempt_count") + 1, "updated_at": now}
         if result.maybe_applied:
@@ -187,11 +191,10 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
     return RunResult.BLOCKED if stops else RunResult.SENT
 
 
-def hand_over(unsent: list[int], lease_token: str) -> RunResult:
+def hand_over(lane: str, unsent: list[int], lease_token: str) -> RunResult:
     """Out of time: the unsent entries go back to pending and a fresh dispatch goes on under the same lease."""
-    lane = OperationLog.objects.filter(pk=unsent[0]).values_list("lane_id", flat=True).first()
     with transaction.atomic():
-        if lane is None or not lease.hold(lane, lease_token):
+        if not lease.hold(lane, lease_token):
             return RunResult.LEASE_LOST
         _return_to_pending(unsent, timezone.now())
     wakeup.publish_dispatch(lane, lease_token)

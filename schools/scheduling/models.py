@@ -36,7 +36,9 @@ class ScheduledChange(models.Model):
         max_length=16, choices=ScheduledChangeStatus.choices, default=ScheduledChangeStatus.SCHEDULED
     )
     due_at = models.DateTimeField(help_text="When it may run next: execute_at, later after a transient failure.")
-    attempt_count = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed it to run.")
+    attempt_count = models.PositiveIntegerField(
+        default=0, help_text="How many times it ran (done, failed, or to be retried); claims and crashes do not count."
+    )
     error = models.TextField(blank=True)
     claim_token = models.CharField(max_length=32, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)

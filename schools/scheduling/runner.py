@@ -54,7 +54,7 @@ def run_due() -> int:
     while claimed := claim_due(timezone.now()):
         for start in range(0, len(claimed), EXECUTE_CHUNK_SIZE):
             chunk = claimed[start : start + EXECUTE_CHUNK_SIZE]
-            renew_claim(chunk)
+            renew_claim(chunk[0].claim_token)
             execute_chunk(chunk)
         ran += len(claimed)
         if time.monotonic() - started > MAX_DRAIN_SECONDS:
@@ -94,7 +94,6 @@ def claim_due(now: datetime) -> list[ScheduledChange]:
         status=ScheduledChangeStatus.RUNNING,
         claim_token=token,
         claimed_at=DatabaseNow(),
-        attempt_count=F("attempt_count") + 1,
         updated_at=now,
     )
     return list(
@@ -104,11 +103,11 @@ def claim_due(now: datetime) -> list[ScheduledChange]:
     )
 
 
-def renew_claim(changes: list[ScheduledChange]) -> None:
-    """Tell the sweep these claimed changes are still being worked on (in the database's clock)."""
-    ScheduledChange.objects.filter(
-        pk__in=[change.pk for change in changes], status=ScheduledChangeStatus.RUNNING
-    ).filter(claim_token=changes[0].claim_token).update(claimed_at=DatabaseNow())
+def renew_claim(claim_token: str) -> None:
+    """Tell the sweep the claim's changes not yet run are still this worker's (in the database's clock)."""
+    ScheduledChange.objects.filter(claim_token=claim_token, status=ScheduledChangeStatus.RUNNING).update(
+        claimed_at=DatabaseNow()
+    )
 
 
 def execute_chunk(changes: list[ScheduledChange]) -> None:
@@ -146,6 +145,7 @@ def _execute_in_savepoint(change: ScheduledChange) -> str:
             object_id = _apply(change)
             confirmed = _mine(change).update(
                 status=ScheduledChangeStatus.DONE,
+                attempt_count=F("attempt_count") + 1,
                 result_object_id=object_id,
                 started_at=F("claimed_at"),
                 finished_at=timezone.now(),
@@ -189,19 +189,29 @@ def _mine(change: ScheduledChange):
 
 def _fail(change: ScheduledChange, reason: str) -> None:
     _mine(change).update(
-        status=ScheduledChangeStatus.FAILED, error=reason, finished_at=timezone.now(), updated_at=timezone.now()
+        status=ScheduledChangeStatus.FAILED,
+        attempt_count=F("attempt_count") + 1,
+        error=reason,
+        finished_at=timezone.now(),
+        updated_at=timezone.now(),
     )
     logger.warning("scheduled change %s failed: %s", change.pk, reason)
 
 
 def _retry_later(change: ScheduledChange, reason: str) -> None:
-    if change.attempt_count >= MAX_ATTEMPTS:
-        _fail(change, f"gave up after {change.attempt_count} attempts: {reason}")
+    attempts = change.attempt_count + 1  # this one included
+    if attempts >= MAX_ATTEMPTS:
+        _fail(change, f"gave up after {attempts} attempts: {reason}")
         return
-    delay = backoff_seconds(change.attempt_count, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS)
+    delay = backoff_seconds(attempts, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS)
     due_at = timezone.now() + timedelta(seconds=delay)
     _mine(change).update(
-        status=ScheduledChangeStatus.SCHEDULED, due_at=due_at, claim_token="", error=reason, updated_at=timezone.now()
+        status=ScheduledChangeStatus.SCHEDULED,
+        attempt_count=attempts,
+        due_at=due_at,
+        claim_token="",
+        error=reason,
+        updated_at=timezone.now(),
     )
     logger.warning("scheduled change %s will be retried at %s: %s", change.pk, due_at.isoformat(), reason)
     transaction.on_commit(lambda: wakeups.wake_at([due_at]), robust=True)  # never publish under the lane lock

@@ -1,6 +1,7 @@
 """The sweep runs every 5 seconds: with short leases, a dead chain's lane resumes within seconds."""
 
 from django.db import migrations
+from django.utils import timezone
 
 SWEEP = "Sync: sweep lanes"
 
@@ -9,8 +10,11 @@ def sweep_every(seconds):
     def change(apps, schema_editor):
         IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
         PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
+        PeriodicTasks = apps.get_model("django_celery_beat", "PeriodicTasks")
         interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
         PeriodicTask.objects.filter(name=SWEEP).update(interval=interval, expire_seconds=seconds)
+        # What PeriodicTask.save() does through its signal: a running beat reloads its schedule.
+        PeriodicTasks.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})
 
     return change
 

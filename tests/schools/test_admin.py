@@ -11,6 +11,7 @@ from schools.models import (
     Student,
 )
 from schools.scheduling import services
+from schools.services import record_update
 from sync.models import OperationLog
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
 from tests.helpers import in_seconds
@@ -242,3 +243,35 @@ def test_admin_cancel_action(client, superuser):
     assert client.get("/admin/schools/scheduledchange/").status_code == 200
     client.post("/admin/schools/scheduledchange/", {"action": "cancel_changes", "_selected_action": [change.pk]})
     assert ScheduledChange.objects.get().status == ScheduledChangeStatus.CANCELLED
+
+
+def form_as_shown(page) -> dict:
+    """The POST a browser sends for an admin change page as it was rendered (inlines included)."""
+    data = {}
+    forms = [page.context["adminform"].form]
+    for inline in page.context["inline_admin_formsets"]:
+        formset = inline.formset
+        data.update({f"{formset.prefix}-{name}": value for name, value in formset.management_form.initial.items()})
+        forms += list(formset.forms)
+    for form in forms:
+        for field in form:
+            if field.value() is not None:
+                data[field.html_name] = field.value()
+            if field.field.show_hidden_initial and field.initial is not None:
+                data[field.html_initial_name] = field.initial
+    return data
+
+
+def test_saving_an_admin_form_keeps_what_someone_else_changed_meanwhile(admin_client):
+    school = SchoolFactory(name="Old name", address="Old road")
+    url = f"/admin/schools/school/{school.pk}/change/"
+    shown = form_as_shown(admin_client.get(url))  # user A opens the page
+    record_update(instance=school, data={"address": "New road"})  # user B changes the address
+
+    response = admin_client.post(url, {**shown, "name": "New name"})  # A saves a new name
+
+    assert response.status_code == 302
+    school.refresh_from_db()
+    assert (school.name, school.address) == ("New name", "New road")
+    entry = OperationLog.objects.filter(resource="schools", object_id=school.pk).latest("sequence")
+    assert (entry.payload["name"], entry.payload["address"]) == ("New name", "New road")

@@ -338,3 +338,14 @@ def test_updating_a_record_deleted_meanwhile_is_a_conflict():
     record_delete(instance=school)
     with pytest.raises(RecordGoneError):
         record_update(instance=read_before_the_delete, data={"address": "Elsewhere"})
+
+
+def test_deleting_a_record_twice_records_one_delete():
+    # Two requests read the school; the second's delete waits for the first's lane lock.
+    school = SchoolFactory()
+    first_request, second_request = School.objects.get(pk=school.pk), School.objects.get(pk=school.pk)
+    record_delete(instance=first_request)
+
+    with pytest.raises(RecordGoneError):
+        record_delete(instance=second_request)
+    assert OperationLog.objects.filter(resource="schools", object_id=school.pk, operation="delete").count() == 1

@@ -165,11 +165,11 @@ def test_a_failure_the_client_does_not_know_becomes_a_permanent_attempt(settings
 
 
 def trickle(conn: socket.socket) -> None:
-    """A 200 whose body comes one byte every 0.2 s: each read is quick, the whole answer is not."""
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
-    for _ in range(20):
+    """An answer whose headers come one byte every 0.2 s: each read is quick, the whole answer is not."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for byte in b"X-Slow: " + b"x" * 20:
         time.sleep(0.2)  # the server's pace, not a wait in the test
-        conn.sendall(b"x")
+        conn.sendall(bytes([byte]))
 
 
 def test_the_timeout_bounds_the_whole_call_not_each_read():

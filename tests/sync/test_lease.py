@@ -97,3 +97,49 @@ def test_a_call_longer_than_the_lease_keeps_the_lease(settings):
 
     assert intruder == [False]
     assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == token
+
+
+def test_reopening_a_dead_chains_run_marks_the_entry_it_was_sending_as_maybe_applied(kicks):
+    sending, waiting = school_entries(2)
+    token = take_lease()
+    runs.claim_run([sending.pk, waiting.pk], token)  # the chain dies during the first call
+    SyncLane.objects.filter(pk=DEFAULT_LANE).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert lease.expire(DEFAULT_LANE)
+
+    sending.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (sending.status, waiting.status) == (EntryStatus.PENDING, EntryStatus.PENDING)
+    assert (sending.maybe_applied, waiting.maybe_applied) == (True, False)
+
+
+@pytest.fixture
+def worker_name():
+    before = lease.holder()
+    lease.name_holder("sync-1@host [sync]")
+    yield lease.holder()
+    lease.name_holder(before)
+
+
+def test_a_restarted_worker_frees_the_leases_its_dead_predecessor_held_and_only_those(worker_name, settings):
+    settings.SYNC_LEASE_SECONDS = 6
+    [entry] = school_entries()
+    token = take_lease()
+    runs.claim_run([entry.pk], token)
+    lane = SyncLane.objects.filter(pk=DEFAULT_LANE)
+    assert lane.get().lease_holder == worker_name
+
+    assert lease.release_held_by(worker_name) == []  # renewed just now: a live chain of that name
+    lane.update(lease_expires_at=timezone.now() + timedelta(seconds=3))  # last renewed 3 s ago
+    assert lease.release_held_by("sync-2@host [sync]") == []  # another worker's restart
+    assert lease.release_held_by(worker_name) == [DEFAULT_LANE]
+
+    entry.refresh_from_db()
+    assert (lane.get().lease_token, entry.status, entry.maybe_applied) == ("", EntryStatus.PENDING, True)
+
+
+def test_the_holder_is_whoever_renewed_the_lease_last(worker_name):
+    token = take_lease()  # acquired here, by sync-1
+    lease.name_holder("sync-2@host [sync]")  # the chain's next link runs on sync-2
+    assert lease.renew(token)
+    assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_holder == "sync-2@host [sync]"

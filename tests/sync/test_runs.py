@@ -250,15 +250,20 @@ def test_a_late_run_does_not_overwrite_what_happened_since(simulator, published_
     SyncLane.objects.filter(pk=DEFAULT_LANE).update(lease_expires_at=timezone.now())
     assert lease.acquire(DEFAULT_LANE, "chain-b")
     assert runs.claim_run([entry.pk], "chain-b")[0] is None
-    for result in (
-        PushResult(Outcome.SUCCESS, status_code=201),
-        PushResult(Outcome.TRANSIENT, error="timed out"),
-        PushResult(Outcome.PERMANENT, status_code=400, error="HTTP 400"),
+    for sends, result in enumerate(
+        (
+            PushResult(Outcome.SUCCESS, status_code=201),
+            PushResult(Outcome.TRANSIENT, error="timed out", maybe_applied=True),
+            PushResult(Outcome.PERMANENT, status_code=400, error="HTTP 400"),
+        ),
+        start=1,
     ):
         sent = runs.SentEntry(run[0], result, timezone.now())
         assert runs.record_send(sent, token, unsent=[]) == RunResult.LEASE_LOST
         entry.refresh_from_db()
-        assert (entry.status, entry.attempt_count) == (EntryStatus.IN_PROGRESS, 0)  # B's claim stands
+        assert entry.status == EntryStatus.IN_PROGRESS  # B's claim stands
+        assert entry.attempt_count == sends  # A's sends happened all the same
+        assert entry.maybe_applied  # A's first send was applied
         assert SyncLane.objects.get(pk=DEFAULT_LANE).lease_token == "chain-b"
     assert published_dispatches == []
     assert OperationAttempt.objects.filter(entry=entry).count() == 3  # A's attempts are still on record

@@ -151,7 +151,7 @@ def test_a_crash_mid_run_is_recovered_and_the_change_runs_once(asked_wake_ups):
     runner.execute_chunk([claimed])  # the old claim comes back to life: it must not apply again
     assert OperationLog.objects.filter(payload__name="Survivor").count() == 1
     change.refresh_from_db()
-    assert (change.status, change.attempt_count) == (ScheduledChangeStatus.DONE, 2)
+    assert (change.status, change.attempt_count) == (ScheduledChangeStatus.DONE, 1)  # the crashed claim never ran
 
 
 def test_the_sweep_sends_wake_ups_for_changes_coming_due(asked_wake_ups):
@@ -258,3 +258,26 @@ def test_two_workers_never_hold_changes_of_the_same_record_at_once():
 
     assert {change.pk for change in first_worker} == {changes[0].pk, elsewhere.pk}  # ties: creation order
     assert second_worker == []  # v2 and v3 wait until v1 is done
+
+
+def test_a_long_batch_keeps_its_later_chunks_claimed(monkeypatch):
+    # Each chunk renews the whole claim, not only itself: chunks waiting their turn are not
+    # released to another worker while the first ones run.
+    schools = [SchoolFactory() for _ in range(runner.EXECUTE_CHUNK_SIZE + 1)]
+    changes = [
+        services.scheduled_change_create(
+            execute_at=in_seconds(60),
+            resource="schools",
+            operation="update",
+            target_id=school.pk,
+            data={"address": "x"},
+        )
+        for school in schools
+    ]
+    make_due(*changes)
+    claimed = runner.claim_due(timezone.now())
+    ScheduledChange.objects.filter(pk__in=[change.pk for change in changes]).update(
+        claimed_at=timezone.now() - timedelta(seconds=runner.CLAIM_LEASE_SECONDS + 1)
+    )
+    runner.renew_claim(claimed[0].claim_token)  # before the first chunk
+    assert runner.sweep()["released"] == 0
