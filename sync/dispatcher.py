@@ -5,6 +5,7 @@ import time
 import uuid
 
 from celery import chain, signature
+from django.db import transaction
 from django.utils import timezone
 
 from sync import lease, runs, selectors, wakeup
@@ -26,10 +27,11 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
     is lost, resumes the lane.
     """
     if lease_token is None:
-        wakeup.woken(lane)
         lease_token = uuid.uuid4().hex
-        if not lease.acquire(lane, lease_token):
-            return  # a live chain owns the lane
+        with transaction.atomic():  # one commit: this dispatch is the wake-up that was on its way
+            wakeup.woken(lane)
+            if not lease.acquire(lane, lease_token):
+                return  # a live chain owns the lane
     elif not lease.renew(lease_token):
         return  # our lease expired and another chain took over
 

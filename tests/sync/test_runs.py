@@ -196,6 +196,22 @@ def test_a_run_sends_its_entries_in_order_with_one_claim_and_one_record_per_send
     assert (lane.last_pushed_sequence, lane.lease_token) == (run[-1].sequence, token)
 
 
+def test_a_link_delivered_twice_sends_its_run_once(simulator):
+    # A broker may deliver a chain link twice (it redelivers what it thinks unacknowledged).
+    # Before, the second delivery claimed the entries the first was sending, under the same
+    # lease, and both sent them: two calls in flight on one lane.
+    run = school_entries(3)
+    run_ids = [entry.pk for entry in run]
+    token = take_lease()
+    refusal, claimed = runs.claim_run(run_ids, token)  # the first delivery claims the run
+    assert (refusal, len(claimed)) == (None, 3)
+
+    assert runs.push_run(run_ids, token) == RunResult.ALREADY_RUNNING  # the second stands back
+    assert not RunResult.ALREADY_RUNNING.chain_goes_on  # and its copy of the chain ends there
+    assert simulator.applied == []
+    assert set(OperationLog.objects.values_list("status", flat=True)) == {EntryStatus.IN_PROGRESS}
+
+
 def test_a_transient_failure_ends_the_run_and_returns_the_rest_to_pending(simulator, published_dispatches):
     first, second, third = school_entries(3)
     simulator.configure(script=["ok", "error"])
