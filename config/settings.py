@@ -272,6 +272,15 @@ SYNC_RETRY_MAX_SECONDS = env_float("SYNC_RETRY_MAX_SECONDS", 300.0)
 SYNC_ON_PERMANENT_FAILURE = env_str("SYNC_ON_PERMANENT_FAILURE", "block")
 if SYNC_ON_PERMANENT_FAILURE not in {"block", "skip"}:
     raise ImproperlyConfigured("SYNC_ON_PERMANENT_FAILURE must be block or skip.")
+# "global": one lane, total commit order. "school": one lane per school, delivered in
+# parallel; a change that involves two schools holds a slot in both lanes.
+SYNC_LANES = env_str("SYNC_LANES", "global")
+if SYNC_LANES not in {"global", "school"}:
+    raise ImproperlyConfigured("SYNC_LANES must be global or school.")
+# External calls in flight across all lanes; 0: no cap beyond the sync workers' slots.
+SYNC_MAX_IN_FLIGHT = env_int("SYNC_MAX_IN_FLIGHT", 0)
+if SYNC_MAX_IN_FLIGHT < 0:
+    raise ImproperlyConfigured("SYNC_MAX_IN_FLIGHT must be 0 (no cap) or more.")
 # Succeeded and cancelled entries (and their attempts) are purged this many days after
 # they were closed; pending, in-progress and failed entries are never purged.
 SYNC_RETENTION_DAYS = env_int("SYNC_RETENTION_DAYS", 30)

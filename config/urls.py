@@ -24,6 +24,7 @@ router.register("teachers", schools_api.TeacherViewSet)
 router.register("students", schools_api.StudentViewSet)
 router.register("scheduled-changes", schools_api.ScheduledChangeViewSet)
 router.register("sync/operations", sync_api.OperationLogViewSet)
+router.register("sync/lanes", sync_api.SyncLaneViewSet)
 
 
 class ObtainTokenView(ObtainAuthToken):

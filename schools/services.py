@@ -1,11 +1,12 @@
 """Every write to school records: lock the lane, validate, save and record the entry, in one transaction (I1)."""
 
+import copy
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import User
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from rest_framework import serializers
 
 from config.errors import ConflictError
@@ -17,8 +18,9 @@ from schools.serializers import (
     StudentSerializer,
     TeacherSerializer,
 )
+from sync import lanes
 from sync.models import DEFAULT_LANE, Operation, Resource
-from sync.recorder import entry_create, lock_lane
+from sync.recorder import entry_create, lock_lanes
 
 RecordT = TypeVar("RecordT", bound=models.Model)
 Actor = User | None
@@ -26,6 +28,8 @@ Actor = User | None
 DELETE_REFUSED = (
     "Cannot delete {kind} “{record}”: it is still referenced by {references}. Delete or reassign those first."
 )
+LANE_LOCK_ATTEMPTS = 5
+"""How often a write finds the record moved to another school between its read and its locks before giving up."""
 RECORD_GONE = "The {kind} “{record}” was deleted by someone else meanwhile; nothing was changed."
 
 # Each record kind, the external API resource it maps to and its REST representation.
@@ -56,12 +60,14 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
 def record_add(*, instance: RecordT, actor: Actor = None) -> RecordT:
     """Validate and insert a new record built by the caller, and record its create entry.
 
-    The lane is locked first, so writes run one at a time and no check can race; the
-    validation is ``full_clean()`` (field rules, constraints, the models' ``clean()``).
+    The record's lane is locked first, so writes to it run one at a time and no check
+    can race; the validation is ``full_clean()`` (field rules, constraints, the models'
+    ``clean()``). A new school's lane is its own, and nobody else's write can reach it yet.
     """
     if not instance._state.adding:
         raise ValueError("record_add() inserts new records; change stored ones with record_update().")
-    lock_lane(DEFAULT_LANE)
+    if not (lanes.by_school() and isinstance(instance, School)):
+        lock_lanes([_lane_of(instance)])
     return _save(instance, Operation.CREATE, actor)
 
 
@@ -75,13 +81,17 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
 
     The record is read again under the lane lock and only ``data`` is applied to it, so a
     change another request committed meanwhile to other fields is kept, and the entry's
-    snapshot is the row as committed. Returns the updated record (not ``instance``).
+    snapshot is the row as committed. A move to another school locks both schools' lanes
+    and takes a slot in each. Returns the updated record (not ``instance``).
     """
-    lock_lane(DEFAULT_LANE)
-    current = _current(instance)
-    for field, value in data.items():
-        setattr(current, field, value)
-    return _save(current, Operation.UPDATE, actor)
+
+    def update(current: RecordT) -> RecordT:
+        for field, value in data.items():
+            setattr(current, field, value)
+        return current
+
+    current, (lane, other) = _locked(instance, update)
+    return _save(current, Operation.UPDATE, actor, lane=lane, other_lanes=[other])
 
 
 def _current(instance: RecordT) -> RecordT:
@@ -92,10 +102,72 @@ def _current(instance: RecordT) -> RecordT:
     return current
 
 
-def _save(instance: RecordT, operation: Operation, actor: Actor) -> RecordT:
+def _locked(instance: RecordT, change: Callable[[RecordT], RecordT]) -> tuple[RecordT, tuple[str, str]]:
+    """The record as committed, with ``change`` applied, once the lanes it is in before and after are locked.
+
+    Returns it with its lane after the change and its lane before. The lanes are found
+    from a first read, locked in name order, and checked again under the locks: should
+    the record have moved meanwhile, the locks are given up and taken again.
+    """
+    if not lanes.by_school():
+        lock_lanes([DEFAULT_LANE])
+        return change(_current(instance)), (DEFAULT_LANE, DEFAULT_LANE)
+    for _ in range(LANE_LOCK_ATTEMPTS):
+        expected = _lanes_before_and_after(_current(instance), change)
+        with transaction.atomic():  # a savepoint: rolled back, it gives its locks up
+            lock_lanes(expected)
+            current = _current(instance)
+            found = _lanes_before_and_after(current, change)
+            if set(found) <= set(expected):
+                return change(current), found
+            transaction.set_rollback(True)
+    raise ConflictError(f"The {instance._meta.verbose_name} “{instance}” keeps moving between schools; try again.")
+
+
+def _lanes_before_and_after(current: RecordT, change: Callable[[RecordT], RecordT]) -> tuple[str, str]:
+    before = _lane_of(current)
+    return _lane_of(change(copy.copy(current))), before
+
+
+def _lane_of(instance: models.Model) -> str:
+    """The lane of a record's school; for a student, its class's."""
+    if isinstance(instance, School):
+        return lanes.lane_of_school(instance.pk)
+    if isinstance(instance, Grade | Teacher):
+        return lanes.lane_of_school(instance.school_id)
+    if isinstance(instance, SchoolClass):
+        return lanes.lane_of_school(instance.grade.school_id)
+    if isinstance(instance, Student):
+        return lanes.lane_of_school(instance.school_class.grade.school_id)
+    raise TypeError(f"{type(instance).__name__} has no lane")
+
+
+def _save(
+    instance: RecordT,
+    operation: Operation,
+    actor: Actor,
+    *,
+    lane: str | None = None,
+    other_lanes: Iterable[str] = (),
+) -> RecordT:
     instance.full_clean()
-    instance.save()
-    _record(instance, operation, object_id=instance.pk, payload=snapshot(instance), actor=actor)
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError:
+        # With school lanes, writes to different schools run side by side, and a value unique
+        # across schools can be taken by another school between the check and the save.
+        instance.full_clean()  # now sees the committed row: a field error
+        raise
+    _record(
+        instance,
+        operation,
+        object_id=instance.pk,
+        payload=snapshot(instance),
+        actor=actor,
+        lane=lane or _lane_of(instance),
+        other_lanes=other_lanes,
+    )
     return instance
 
 
@@ -107,22 +179,36 @@ def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
     meanwhile is refused instead of being recorded as deleted twice, and the entry's
     snapshot is its last committed state.
     """
-    lock_lane(DEFAULT_LANE)
-    current = _current(instance)
+    current, (lane, _) = _locked(instance, lambda record: record)
     payload = snapshot(current)
     object_id = current.pk
     try:
         current.delete()
     except models.ProtectedError as exc:
         raise RecordInUseError(_delete_refused_message(current, exc.protected_objects)) from exc
-    _record(current, Operation.DELETE, object_id=object_id, payload=payload, actor=actor)
+    _record(current, Operation.DELETE, object_id=object_id, payload=payload, actor=actor, lane=lane)
 
 
 def _record(
-    instance: models.Model, operation: Operation, *, object_id: int, payload: dict[str, Any], actor: Actor
+    instance: models.Model,
+    operation: Operation,
+    *,
+    object_id: int,
+    payload: dict[str, Any],
+    actor: Actor,
+    lane: str,
+    other_lanes: Iterable[str] = (),
 ) -> None:
     resource, _ = RESOURCES[type(instance)]
-    entry_create(operation=operation, resource=resource, object_id=object_id, payload=payload, actor=actor)
+    entry_create(
+        operation=operation,
+        resource=resource,
+        object_id=object_id,
+        payload=payload,
+        actor=actor,
+        lane=lane,
+        other_lanes=other_lanes,
+    )
 
 
 def _delete_refused_message(instance: models.Model, protected: Any) -> str:

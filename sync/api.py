@@ -8,9 +8,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sync import overview
-from sync.models import OperationLog
-from sync.serializers import CancelSerializer, OperationLogSerializer, SyncStatusSerializer
-from sync.services import entry_cancel, entry_retry
+from sync.models import OperationLog, SyncLane
+from sync.serializers import CancelSerializer, LaneStatusSerializer, OperationLogSerializer, SyncStatusSerializer
+from sync.services import entry_cancel, entry_retry, lane_pause, lane_resume
 
 
 class CanOperate(permissions.BasePermission):
@@ -32,7 +32,7 @@ OPERATOR_RESPONSES = {
 
 
 class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = OperationLog.objects.select_related("actor", "cancelled_by")
+    queryset = OperationLog.objects.select_related("actor", "cancelled_by").prefetch_related("other_slots")
     serializer_class = OperationLogSerializer
     filterset_fields = ["status", "resource", "operation", "lane", "object_id"]
     search_fields = ["=idempotency_key"]
@@ -69,3 +69,48 @@ class SyncStatusView(APIView):
     @extend_schema(responses=SyncStatusSerializer)
     def get(self, request):
         return Response(SyncStatusSerializer(overview.sync_status(timezone.now())).data)
+
+
+class CanPauseLanes(permissions.BasePermission):
+    """Pausing and resuming a lane needs sync.pause_synclane."""
+
+    def has_permission(self, request, view):
+        return request.user.has_perm("sync.pause_synclane")
+
+
+class SyncLaneViewSet(viewsets.GenericViewSet):
+    """Every lane with its backlog, lag and pause; operators pause and resume a lane."""
+
+    queryset = SyncLane.objects.order_by("name")
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    serializer_class = LaneStatusSerializer
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self._overview(page))
+
+    def retrieve(self, request, name=None):
+        return Response(self._overview([self.get_object()])[0])
+
+    @extend_schema(
+        request=None, responses={200: LaneStatusSerializer, 404: OpenApiResponse(description="No such lane.")}
+    )
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, CanPauseLanes])
+    def pause(self, request, name=None):
+        """Stop sending from the lane after the push in flight; writes go on and queue."""
+        return Response(self._overview([lane_pause(lane=self.get_object(), actor=request.user)])[0])
+
+    @extend_schema(
+        request=None, responses={200: LaneStatusSerializer, 404: OpenApiResponse(description="No such lane.")}
+    )
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, CanPauseLanes])
+    def resume(self, request, name=None):
+        """Let a paused lane send again."""
+        return Response(self._overview([lane_resume(lane=self.get_object(), actor=request.user)])[0])
+
+    def _overview(self, lanes):
+        names = [lane.pk for lane in lanes]
+        return self.get_serializer(
+            overview.lane_overview(timezone.now(), SyncLane.objects.filter(pk__in=names)), many=True
+        ).data

@@ -58,6 +58,11 @@ def send(entry: OperationLog) -> PushResult:
         )
 
 
+def slots_header(entry: OperationLog) -> str:
+    """``<lane>=<sequence>,…``: every slot the entry holds, its own lane first."""
+    return ",".join(f"{lane}={sequence}" for lane, sequence in entry.slots())
+
+
 class ExternalApiClient:
     """One keep-alive connection pool per process, with the contract's headers on every call.
 
@@ -77,7 +82,12 @@ class ExternalApiClient:
         method = METHODS[Operation(entry.operation)]
         path = f"/{entry.resource}" if method == "POST" else f"/{entry.resource}/{entry.object_id}"
         body = None if method == "DELETE" else json.dumps(entry.payload, separators=(",", ":"))
-        headers = {"Idempotency-Key": str(entry.idempotency_key), "X-Sync-Sequence": str(entry.sequence)}
+        headers = {
+            "Idempotency-Key": str(entry.idempotency_key),
+            "X-Sync-Lane": entry.lane_id,
+            "X-Sync-Sequence": str(entry.sequence),
+            "X-Sync-Slots": slots_header(entry),
+        }
         started = time.monotonic()
         deadline = _deadline.set(started + self.timeout)
         try:

@@ -9,7 +9,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from sync import lease, runs, selectors, wakeup
-from sync.models import SyncLane
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +37,9 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
     entry_ids = selectors.due_entries(lane, timezone.now(), CHAIN_LENGTH)
     if not entry_ids:
         lease.release(lane, lease_token)
+        # Reached another lane's two-slot entry: its own lane may send it now.
+        for waiting in selectors.lanes_waited_for(lane):
+            wakeup.kick(waiting)
         # A writer that committed while we held the lease skipped its kick; look once more.
         if selectors.has_due_work(lane, timezone.now()):
             dispatch_lane(lane)
@@ -59,7 +61,7 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
 def sweep() -> list[str]:
     """Expire stale leases and kick every lane that has due work and no live chain (I5, I7)."""
     kicked = []
-    for lane in SyncLane.objects.values_list("name", flat=True):
+    for lane in selectors.lanes_to_sweep():
         lease.expire(lane)
         if selectors.lane_has_live_lease(lane):
             continue  # a live chain carries on by itself

@@ -96,6 +96,15 @@ def hold(lane: str, token: str) -> bool:
     return SyncLane.objects.select_for_update().filter(pk=lane, lease_token=token).exists()
 
 
+def hold_and_read_pause(lane: str, token: str) -> bool | None:
+    """``hold()``, and whether an operator paused the lane; None if this token lost the lease."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lease.hold_and_read_pause() must run inside the transaction that depends on the lease.")
+    return (
+        SyncLane.objects.select_for_update().filter(pk=lane, lease_token=token).values_list("paused", flat=True).first()
+    )
+
+
 def release(lane: str, token: str) -> None:
     """Free the lane, if this token still holds it."""
     SyncLane.objects.filter(pk=lane, lease_token=token).update(**RELEASED)

@@ -72,7 +72,7 @@ class SyncCollector(Collector):
         lag = GaugeMetricFamily("sync_lag_seconds", "Age of the oldest entry not yet delivered.", labels=["lane"])
         last = GaugeMetricFamily("sync_last_pushed_sequence", "Last sequence pushed successfully.", labels=["lane"])
         for lane in overview.lane_overview(now):
-            lag.add_metric([lane["name"]], lane["oldest_open_age_seconds"] or 0.0)
+            lag.add_metric([lane["name"]], lane["oldest_pending_age_seconds"] or 0.0)
             last.add_metric([lane["name"]], lane["last_pushed_sequence"] or 0)
         yield lag
         yield last

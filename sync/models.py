@@ -32,6 +32,24 @@ class SyncLane(models.Model):
     )
     last_pushed_sequence = models.BigIntegerField(null=True, blank=True)
     last_pushed_at = models.DateTimeField(null=True, blank=True)
+    paused = models.BooleanField(
+        default=False,
+        help_text="An operator paused the lane: it sends nothing, two-slot entries included; writes still queue.",
+    )
+    paused_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who last paused or resumed the lane.",
+    )
+    paused_changed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the lane was last paused or resumed."
+    )
+
+    class Meta:
+        permissions = [("pause_synclane", "Can pause and resume a lane")]
 
     def __str__(self) -> str:
         return self.name
@@ -160,6 +178,33 @@ class OperationLog(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.operation} {self.resource}/{self.object_id}"
+
+    def slots(self) -> list[tuple[str, int]]:
+        """Every (lane, sequence) the entry holds, its own lane first, the others by name."""
+        others = sorted((slot.lane_id, slot.sequence) for slot in self.other_slots.all())
+        return [(self.lane_id, self.sequence), *others]
+
+
+class OperationSlot(models.Model):
+    """A place an entry holds in a lane other than its own: a move between schools, a hand-over
+    of a unique value, a switch of lane mode.
+
+    The entry is sent by its own lane, once it is the next open entry of every lane it has a
+    slot in; until then each of those lanes waits for it.
+    """
+
+    entry = models.ForeignKey(OperationLog, on_delete=models.CASCADE, related_name="other_slots")
+    lane = models.ForeignKey(SyncLane, on_delete=models.PROTECT, related_name="+", db_column="lane")
+    sequence = models.BigIntegerField(help_text="The slot's place in that lane, from the lane's own counter.")
+
+    class Meta:
+        ordering = ["lane", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["lane", "sequence"], name="operationslot_sequence_unique_per_lane"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lane_id}={self.sequence}"
 
 
 class Outcome(models.TextChoices):

@@ -13,13 +13,15 @@ from django.db.models import (
     Min,
     OuterRef,
     Q,
+    QuerySet,
     Subquery,
     When,
 )
 
 from sync import lease
 from sync.health import read_health
-from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
+from sync.lanes import by_school
+from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, OperationSlot, SyncLane
 from sync.selectors import blocks_on_failure, holding_statuses
 
 HISTORY_HOURS = 24
@@ -31,31 +33,76 @@ def status_counts() -> dict[str, int]:
     return counts
 
 
-def lane_overview(now: datetime) -> list[dict[str, Any]]:
-    """Every lane with its progress, lag and, when the lane is blocked, its failed head entry."""
-    head = OperationLog.objects.filter(lane=OuterRef("pk"), status__in=holding_statuses()).order_by("sequence")
-    lanes = list(
-        SyncLane.objects.order_by("name").annotate(
-            head_id=Subquery(head.values("pk")[:1]),
-            head_created_at=Subquery(head.values("created_at")[:1]),
+def lane_overview(now: datetime, lanes: QuerySet[SyncLane] | None = None) -> list[dict[str, Any]]:
+    """Every lane (or those given) with its backlog, lag, pause and chain, and the failed entry it waits on.
+
+    An entry with slots in other lanes counts in each of those lanes' figures too: they wait for it.
+    """
+    holding = holding_statuses()
+    own_head = OperationLog.objects.filter(lane=OuterRef("pk"), status__in=holding).order_by("sequence")
+    slot_head = OperationSlot.objects.filter(lane=OuterRef("pk"), entry__status__in=holding).order_by("sequence")
+    rows = list(
+        (lanes if lanes is not None else SyncLane.objects.all())
+        .order_by("name")
+        .annotate(
+            own_head_id=Subquery(own_head.values("pk")[:1]),
+            own_head_sequence=Subquery(own_head.values("sequence")[:1]),
+            slot_head_id=Subquery(slot_head.values("entry_id")[:1]),
+            slot_head_sequence=Subquery(slot_head.values("sequence")[:1]),
             lease_active=ExpressionWrapper(lease.live(), output_field=BooleanField()),  # in the database's clock
         )
     )
-    failed_heads = OperationLog.objects.in_bulk([lane.head_id for lane in lanes if lane.head_id is not None])
-    return [
-        {
-            "name": lane.name,
-            "next_sequence": lane.next_sequence,
-            "last_pushed_sequence": lane.last_pushed_sequence,
-            "last_pushed_at": lane.last_pushed_at,
-            "lease_active": lane.lease_active,
-            "oldest_open_age_seconds": (
-                round((now - lane.head_created_at).total_seconds(), 3) if lane.head_created_at else None
-            ),
-            "blocked_by": _failed(failed_heads.get(lane.head_id)),
-        }
-        for lane in lanes
-    ]
+    backlog = _backlog(OperationLog.objects.all(), "")
+    for name, slots in _backlog(OperationSlot.objects.all(), "entry__").items():
+        figures = backlog.setdefault(name, {"pending": 0, "failed": 0, "oldest": None})
+        figures["pending"] += slots["pending"]
+        figures["failed"] += slots["failed"]
+        figures["oldest"] = min(filter(None, (figures["oldest"], slots["oldest"])), default=None)
+    heads = {lane.pk: _head_id(lane) for lane in rows}
+    head_entries = OperationLog.objects.in_bulk([head for head in heads.values() if head is not None])
+    overview = []
+    for lane in rows:
+        figures = backlog.get(lane.pk, {})
+        oldest = figures.get("oldest")
+        overview.append(
+            {
+                "name": lane.name,
+                "next_sequence": lane.next_sequence,
+                "pending": figures.get("pending", 0),
+                "failed": figures.get("failed", 0),
+                "last_pushed_sequence": lane.last_pushed_sequence,
+                "last_pushed_at": lane.last_pushed_at,
+                "oldest_pending_age_seconds": round((now - oldest).total_seconds(), 3) if oldest else None,
+                "paused": lane.paused,
+                "lease_active": lane.lease_active,
+                "blocked_by": _failed(head_entries.get(heads[lane.pk])),
+            }
+        )
+    return overview
+
+
+def _backlog(rows: QuerySet, entry: str) -> dict[str, dict[str, Any]]:
+    """Per lane: entries (or slots) waiting to be sent, failed, and the creation of the oldest not delivered."""
+    statuses = f"{entry}status"
+    figures = (
+        rows.filter(**{f"{statuses}__in": OPEN_STATUSES})
+        .order_by()
+        .values("lane_id")
+        .annotate(
+            pending=Count("pk", filter=Q(**{f"{statuses}__in": (EntryStatus.PENDING, EntryStatus.IN_PROGRESS)})),
+            failed=Count("pk", filter=Q(**{statuses: EntryStatus.FAILED})),
+            oldest=Min(f"{entry}created_at", filter=Q(**{f"{statuses}__in": holding_statuses()})),
+        )
+    )
+    return {row.pop("lane_id"): row for row in figures}
+
+
+def _head_id(lane: Any) -> int | None:  # a SyncLane annotated by lane_overview()
+    """The entry the lane sends (or waits for) next: its own head, or another lane's entry holding an earlier slot."""
+    own, slot = lane.own_head_sequence, lane.slot_head_sequence
+    if slot is not None and (own is None or slot < own):
+        return lane.slot_head_id
+    return lane.own_head_id
 
 
 def _failed(entry: OperationLog | None) -> OperationLog | None:
@@ -108,12 +155,14 @@ def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
 def sync_status(now: datetime) -> dict[str, Any]:
     """What GET /api/sync/status/ returns; the dashboard shows the same numbers."""
     lanes = lane_overview(now)
-    ages = [lane["oldest_open_age_seconds"] for lane in lanes if lane["oldest_open_age_seconds"] is not None]
+    ages = [lane["oldest_pending_age_seconds"] for lane in lanes if lane["oldest_pending_age_seconds"] is not None]
     pushed = [lane for lane in lanes if lane["last_pushed_at"] is not None]
     latest = max(pushed, key=lambda lane: lane["last_pushed_at"], default=None)
+    # With school lanes, sequences of different lanes cannot be compared: no one "last pushed".
+    last_pushed_sequence = latest["last_pushed_sequence"] if latest and not by_school() else None
     return {
         "counts": status_counts(),
-        "last_pushed_sequence": latest["last_pushed_sequence"] if latest else None,
+        "last_pushed_sequence": last_pushed_sequence,
         "last_pushed_at": latest["last_pushed_at"] if latest else None,
         "oldest_pending_age_seconds": max(ages, default=None),
         "pushes_last_hour": pushes_since(now - timedelta(hours=1)),

@@ -1,11 +1,12 @@
 """Records an OperationLog entry inside the transaction that makes the change (I1, I3)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
-from sync.models import DEFAULT_LANE, Operation, OperationLog, Resource, SyncLane
+from sync.models import DEFAULT_LANE, Operation, OperationLog, OperationSlot, Resource, SyncLane
 from sync.wakeup import kick
 
 NOT_IN_TRANSACTION = "entry_create() must run inside the transaction.atomic() block that makes the change."
@@ -19,21 +20,27 @@ def entry_create(
     payload: dict[str, Any],
     actor: User | None = None,
     lane: str = DEFAULT_LANE,
+    other_lanes: Iterable[str] = (),
 ) -> OperationLog:
     """Insert the outbox entry for a change; call it as the last step of the writing transaction.
 
-    The lane row stays locked until the transaction ends, so a transaction that takes a
-    sequence commits before any other transaction can take the next one: readers never see
-    a lower sequence appear after a higher one (I3). Registers one dispatcher kick per lane
-    and transaction, run after commit.
+    The entry takes the next sequence of its lane and a slot (a sequence) in each of
+    ``other_lanes``: the lanes of the other schools a change involves. The lane rows stay
+    locked until the transaction ends, so a transaction that takes a sequence commits
+    before any other transaction can take the next one: readers never see a lower sequence
+    appear after a higher one (I3). Registers one dispatcher kick per lane and
+    transaction, run after commit.
     """
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise RuntimeError(NOT_IN_TRANSACTION)
+    others = sorted(set(other_lanes) - {lane})
+    if others:
+        lock_lanes([lane, *others])  # a no-op when the service locked them first, as it should
     if not any(getattr(callback, "kicks_lane", None) == lane for _, callback, _ in connection.run_on_commit):
         # robust: the change is committed whatever happens to the kick; the sweep covers for it.
         transaction.on_commit(_LaneKick(lane), robust=True)
-    return OperationLog.objects.create(
+    entry = OperationLog.objects.create(
         lane_id=lane,
         sequence=_take_sequence(lane),
         operation=operation,
@@ -42,6 +49,10 @@ def entry_create(
         payload=payload,
         actor=actor,
     )
+    OperationSlot.objects.bulk_create(
+        OperationSlot(entry=entry, lane_id=other, sequence=_take_sequence(other)) for other in others
+    )
+    return entry
 
 
 class _LaneKick:
@@ -62,6 +73,16 @@ def lock_lane(lane: str = DEFAULT_LANE) -> SyncLane:
     them, and sequences are taken in commit order.
     """
     return SyncLane.objects.select_for_update().get_or_create(pk=lane)[0]
+
+
+def lock_lanes(lanes: Iterable[str]) -> None:
+    """Lock several lanes' rows until the transaction ends, in name order.
+
+    Every transaction that locks more than one lane locks them in this one order, so two
+    of them never wait for each other.
+    """
+    for lane in sorted(set(lanes)):
+        lock_lane(lane)
 
 
 def _take_sequence(lane: str) -> int:

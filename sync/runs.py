@@ -5,6 +5,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -44,6 +45,7 @@ class RunResult(enum.StrEnum):
     BLOCKED = "blocked"  # a permanent failure: the lane waits for an operator
     HANDED_OVER = "handed over"  # out of time: a fresh dispatch goes on under the same lease
     ALREADY_RUNNING = "already running"  # a second delivery of this link: the first one sends
+    PAUSED = "paused"  # an operator paused the lane: it waits for them to resume it
 
     @property
     def chain_goes_on(self) -> bool:
@@ -112,21 +114,32 @@ def claim_run(entry_ids: list[int], lease_token: str) -> tuple[RunResult | None,
     if not lease.renew(lease_token):
         return RunResult.LEASE_LOST, []
     entries = list(
-        OperationLog.objects.select_for_update()
+        OperationLog.objects.select_for_update(of=("self",))
         .filter(pk__in=entry_ids, status__in=(EntryStatus.PENDING, EntryStatus.IN_PROGRESS))
+        .select_related("lane")
+        .prefetch_related("other_slots")
         .order_by("sequence")
     )
     if not entries:
         return RunResult.NOTHING_TO_SEND, []
+    if entries[0].lane.paused:
+        lease.release(entries[0].lane_id, lease_token)
+        return RunResult.PAUSED, []
     if any(entry.status == EntryStatus.IN_PROGRESS for entry in entries):
         return RunResult.ALREADY_RUNNING, []
     run_ids = [entry.pk for entry in entries]
-    # Anything open before the run's last entry that is not part of the run must go first.
-    # (Literal bounds, not a subquery per entry: that one the planner turns into a table scan.)
+    lane, last = entries[0].lane_id, entries[-1].sequence
+    # Anything open before the run's last entry that is not part of the run must go first:
+    # the lane's own entries and other lanes' entries holding a slot in it. (Literal
+    # bounds, not a subquery per entry: that one the planner turns into a table scan.)
     earlier_open = OperationLog.objects.filter(
-        lane_id=entries[0].lane_id, sequence__lt=entries[-1].sequence, status__in=selectors.holding_statuses()
+        lane_id=lane, sequence__lt=last, status__in=selectors.holding_statuses()
     ).exclude(pk__in=run_ids)
-    if earlier_open.exists():
+    if (
+        earlier_open.exists()
+        or selectors.open_slots(lane).filter(sequence__lt=last).exists()
+        or any(entry.other_slots.all() and selectors.waits_for_other_lanes(entry.pk) for entry in entries)
+    ):
         return RunResult.OUT_OF_ORDER, entries
     OperationLog.objects.filter(pk__in=run_ids).update(status=EntryStatus.IN_PROGRESS, updated_at=timezone.now())
     for entry in entries:
@@ -166,10 +179,8 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
             status_code=result.status_code,
             error=result.error,
         )
-        lane_update: dict[str, Any] = dict(lease.RELEASED) if stops else {"lease_expires_at": lease.held_until()}
-        if result.ok:
-            lane_update |= {"last_pushed_sequence": entry.sequence, "last_pushed_at": now}
-        if not lease.hold(lane, lease_token):
+        paused = lease.hold_and_read_pause(lane, lease_token)
+        if paused is None:
             # Superseded: whoever took the lane over goes on with it. The send still happened,
             # and may have been applied, whoever owns the entry now.
             sent_anyway: dict[str, Any] = {"attempt_count": F("attempt_count") + 1}
@@ -177,6 +188,11 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
                 sent_anyway["maybe_applied"] = True
             OperationLog.objects.filter(pk=entry.pk).update(**sent_anyway)
             return RunResult.LEASE_LOST
+        closes = not stops  # the entry no longer holds its lanes
+        stops = stops or paused
+        lane_update: dict[str, Any] = dict(lease.RELEASED) if stops else {"lease_expires_at": lease.held_until()}
+        if result.ok:
+            lane_update |= {"last_pushed_sequence": entry.sequence, "last_pushed_at": now}
         SyncLane.objects.filter(pk=lane).update(**lane_update)
         outcome: dict[str, Any] = {"attempt_count": F("attempt_count") + 1, "updated_at": now}
         if result.maybe_applied:
@@ -191,12 +207,18 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
         OperationLog.objects.filter(pk=entry.pk, status=EntryStatus.IN_PROGRESS).update(**outcome)
         if stops:
             _return_to_pending(unsent, now)
+        if closes:
+            # The lanes this entry holds a slot in were waiting for it.
+            for slot in entry.other_slots.all():
+                transaction.on_commit(partial(wakeup.kick, slot.lane_id), robust=True)
 
     if retry_in is not None:
         # A long wait is left to the sweep: a broker must not hold the message that long.
         if retry_in <= MAX_DISPATCH_DELAY_SECONDS:
             wakeup.publish_dispatch(lane, countdown=retry_in)
         return RunResult.RETRY_LATER
+    if paused:
+        return RunResult.PAUSED
     return RunResult.BLOCKED if stops else RunResult.SENT
 
 

@@ -1,7 +1,8 @@
 """REST representation of OperationLog entries."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from sync.models import OperationLog
@@ -10,8 +11,14 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
+class SlotSerializer(serializers.Serializer):
+    lane = serializers.CharField()
+    sequence = serializers.IntegerField()
+
+
 class OperationLogSerializer(serializers.ModelSerializer):
     lane = serializers.CharField(source="lane_id", read_only=True)
+    slots = serializers.SerializerMethodField(help_text="Every slot the entry holds, its own lane first.")
     actor: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(slug_field="username", read_only=True)
     cancelled_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
         slug_field="username", read_only=True
@@ -24,6 +31,7 @@ class OperationLogSerializer(serializers.ModelSerializer):
             "id",
             "lane",
             "sequence",
+            "slots",
             "idempotency_key",
             "operation",
             "resource",
@@ -42,6 +50,10 @@ class OperationLogSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(SlotSerializer(many=True))
+    def get_slots(self, entry: OperationLog) -> list[dict[str, Any]]:
+        return [{"lane": lane, "sequence": sequence} for lane, sequence in entry.slots()]
 
 
 class CancelSerializer(serializers.Serializer):
@@ -81,11 +93,18 @@ class BlockingEntrySerializer(serializers.Serializer):
 
 class LaneStatusSerializer(serializers.Serializer):
     name = serializers.CharField()
+    pending = serializers.IntegerField(
+        help_text="Entries waiting to be sent, with other lanes' entries holding a slot."
+    )
+    failed = serializers.IntegerField()
     next_sequence = serializers.IntegerField()
     last_pushed_sequence = serializers.IntegerField(allow_null=True)
     last_pushed_at = serializers.DateTimeField(allow_null=True)
-    lease_active = serializers.BooleanField()
-    oldest_open_age_seconds = serializers.FloatField(allow_null=True)
+    oldest_pending_age_seconds = serializers.FloatField(
+        allow_null=True, help_text="Age of the lane's oldest entry not yet delivered."
+    )
+    paused = serializers.BooleanField()
+    lease_active = serializers.BooleanField(help_text="A chain is running: it holds the lane's lease.")
     blocked_by = BlockingEntrySerializer(allow_null=True, help_text="The failed entry the lane waits on.")
 
 

@@ -1,4 +1,4 @@
-"""Operator actions on the outbox: retry, cancel and resend entries."""
+"""Operator actions on the outbox: retry, cancel and resend entries; pause and resume lanes."""
 
 import functools
 import logging
@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from config.errors import ConflictError
 from sync import wakeup
-from sync.models import DEFAULT_LANE, EntryStatus, OperationLog
+from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, OperationSlot, SyncLane
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ def entries_cancel(*, entry_ids: Iterable[int], actor: User | None = None, confi
         OperationLog.objects.filter(pk__in=[entry.pk for entry in result.cancelled]).update(
             status=EntryStatus.CANCELLED, next_attempt_at=None, cancelled_by=actor, cancelled_at=now, updated_at=now
         )
-        _kick_after_commit({entry.lane_id for entry in result.cancelled})
+        # The lanes the entries held slots in as well: they were waiting for them.
+        slot_lanes = OperationSlot.objects.filter(entry__in=result.cancelled).values_list("lane_id", flat=True)
+        _kick_after_commit({entry.lane_id for entry in result.cancelled} | set(slot_lanes))
     for entry in result.cancelled:
         entry.status, entry.cancelled_by, entry.cancelled_at, entry.next_attempt_at = (
             EntryStatus.CANCELLED,
@@ -115,6 +117,29 @@ def entries_resend(*, from_sequence: int, lane: str = DEFAULT_LANE, to_sequence:
         _kick_after_commit([lane])
     logger.info("resend lane=%s from_sequence=%s to_sequence=%s entries=%s", lane, from_sequence, to_sequence, count)
     return count
+
+
+def lane_pause(*, lane: SyncLane, actor: User | None = None) -> SyncLane:
+    """Stop a lane after the push in flight; writes to it go on and queue. Pausing it again changes nothing."""
+    return _set_paused(lane, True, actor)
+
+
+def lane_resume(*, lane: SyncLane, actor: User | None = None) -> SyncLane:
+    """Let a paused lane send again, starting with its head. Resuming a running lane changes nothing."""
+    return _set_paused(lane, False, actor)
+
+
+def _set_paused(lane: SyncLane, paused: bool, actor: User | None) -> SyncLane:
+    with transaction.atomic():
+        changed = SyncLane.objects.filter(pk=lane.pk, paused=not paused).update(
+            paused=paused, paused_changed_by=actor, paused_changed_at=timezone.now()
+        )
+        if changed and not paused:
+            _kick_after_commit([lane.pk])
+    if changed:
+        logger.info("lane %s %s by=%s", lane.pk, "paused" if paused else "resumed", getattr(actor, "username", "-"))
+    lane.refresh_from_db()
+    return lane
 
 
 def _kick_after_commit(lanes: Iterable[str]) -> None:

@@ -26,6 +26,17 @@ OK = "ok"  # no fault: puts a normal answer between faults in a script
 FAULTS = frozenset({ERROR, TIMEOUT, LOST_RESPONSE, REJECT, OK})
 
 
+def parse_slots(header: str) -> list[tuple[str, int]] | None:
+    """``<lane>=<sequence>,…`` as pairs, or None if the header is malformed."""
+    slots = []
+    for part in header.split(","):
+        lane, _, sequence = part.strip().partition("=")
+        if not lane or not sequence.isdigit():
+            return None
+        slots.append((lane, int(sequence)))
+    return slots
+
+
 @dataclass
 class Reply:
     status: int
@@ -84,7 +95,11 @@ class ExternalSimulator:
             self.resent_keys: set[str] = set()  # keys that came more than once (in flight or done)
             self.in_flight = 0
             self.max_in_flight = 0
+            self.in_flight_per_lane: dict[str, int] = {}
+            self.max_in_flight_per_lane = 0
+            self.last_applied_per_lane: dict[str, int] = {}
             self.out_of_order = 0
+            self.out_of_order_lanes: set[str] = set()
 
     def configure(self, **options: Any) -> None:
         """Set fault rates, latency or a script of faults for the next requests."""
@@ -112,22 +127,29 @@ class ExternalSimulator:
                 "replayed": self.replayed,
                 "resent_keys": len(self.resent_keys),
                 "max_in_flight": self.max_in_flight,
+                "max_in_flight_per_lane": self.max_in_flight_per_lane,
                 "out_of_order": self.out_of_order,
+                "out_of_order_lanes": sorted(self.out_of_order_lanes),
+                "lanes": len(self.last_applied_per_lane),
                 "pending_script": list(self._script),
             }
 
     # --- The contract ----------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        lane = headers.get("x-sync-lane", "")
         with self._lock:
             self.requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.in_flight_per_lane[lane] = self.in_flight_per_lane.get(lane, 0) + 1
+            self.max_in_flight_per_lane = max(self.max_in_flight_per_lane, self.in_flight_per_lane[lane])
         try:
             return self._handle(method, path, headers, body)
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self.in_flight_per_lane[lane] -= 1
 
     def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         received_at = time.time()
@@ -139,8 +161,17 @@ class ExternalSimulator:
         resource, object_id = route
         key = headers.get("idempotency-key", "")
         sequence = headers.get("x-sync-sequence", "")
-        if not key or not sequence.isdigit():
-            return Reply(HTTPStatus.BAD_REQUEST, {"detail": "Idempotency-Key and X-Sync-Sequence are required"})
+        lane = headers.get("x-sync-lane", "")
+        if not key or not sequence.isdigit() or not lane:
+            return Reply(
+                HTTPStatus.BAD_REQUEST, {"detail": "Idempotency-Key, X-Sync-Lane and X-Sync-Sequence are required"}
+            )
+        slots = parse_slots(headers.get("x-sync-slots", ""))
+        if slots is None or slots[0] != (lane, int(sequence)):
+            return Reply(
+                HTTPStatus.BAD_REQUEST,
+                {"detail": "X-Sync-Slots must list <lane>=<sequence>,… starting with X-Sync-Lane=X-Sync-Sequence"},
+            )
         data = None
         if method != "DELETE":
             try:
@@ -172,7 +203,7 @@ class ExternalSimulator:
             if fault == TIMEOUT:
                 time.sleep(self.timeout_seconds)
             # A PUT or DELETE has the id in its path, a POST in its body (checked above).
-            reply = self._apply(method, resource, cast(int, object_id), data, key, int(sequence), received_at)
+            reply = self._apply(method, resource, cast(int, object_id), data, key, slots, received_at)
         except BaseException:
             with self._lock:
                 self._keys.pop(key, None)
@@ -212,14 +243,28 @@ class ExternalSimulator:
         return Reply(HTTPStatus.SERVICE_UNAVAILABLE, {"detail": "unavailable (fault injection)"}, headers)
 
     def _apply(
-        self, method: str, resource: str, object_id: int, data: Any, key: str, sequence: int, received_at: float
+        self,
+        method: str,
+        resource: str,
+        object_id: int,
+        data: Any,
+        key: str,
+        slots: list[tuple[str, int]],
+        received_at: float,
     ) -> Reply:
         with self._lock:
-            if self.applied and sequence <= self.applied[-1]["sequence"]:
-                self.out_of_order += 1
+            # Every lane the change holds a slot in must see it after all its earlier slots.
+            for lane, sequence in slots:
+                if sequence <= self.last_applied_per_lane.get(lane, 0):
+                    self.out_of_order += 1
+                    self.out_of_order_lanes.add(lane)
+                self.last_applied_per_lane[lane] = max(sequence, self.last_applied_per_lane.get(lane, 0))
+            own_lane, sequence = slots[0]
             self.applied.append(
                 {
+                    "lane": own_lane,
                     "sequence": sequence,
+                    "slots": [f"{lane}={number}" for lane, number in slots],
                     "key": key,
                     "method": method,
                     "resource": resource,

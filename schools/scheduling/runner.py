@@ -16,10 +16,11 @@ from schools.scheduling import wakeups
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import error_text, prepare
 from schools.services import RecordInUseError, record_create, record_delete, record_update
+from sync import lanes
 from sync.backoff import backoff_seconds
 from sync.clock import DatabaseNow, database_now_plus
 from sync.models import DEFAULT_LANE, Operation
-from sync.recorder import lock_lane
+from sync.recorder import lock_lanes
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +117,25 @@ def execute_chunk(changes: list[ScheduledChange]) -> None:
     Each change runs in a savepoint: one that is no longer valid is ``failed`` alone. A
     transient database error rolls the whole chunk back; every change in it is then
     retried later. One commit (and one dispatcher kick) serves the whole chunk.
+
+    With school lanes a chunk's changes may touch any schools, and each takes its own
+    lanes' locks in a transaction of its own: a chunk holding one school's lane while
+    waiting for another's could wait for a write that waits for it.
     """
+    if lanes.by_school():
+        for change in changes:
+            _execute_together([change])
+    else:
+        _execute_together(changes)
+
+
+def _execute_together(changes: list[ScheduledChange]) -> None:
     outcomes: list[tuple[ScheduledChange, str]] = []
     try:
         with transaction.atomic():
-            # Before anything is read: the targets cannot change (or go) until the chunk commits.
-            lock_lane(DEFAULT_LANE)
+            if not lanes.by_school():
+                # Before anything is read: the targets cannot change (or go) until the chunk commits.
+                lock_lanes([DEFAULT_LANE])
             for change in changes:
                 outcomes.append((change, _execute_in_savepoint(change)))
     except DatabaseError as exc:

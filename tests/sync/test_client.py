@@ -78,7 +78,9 @@ def test_sends_the_contract_headers_and_the_snapshot():
     assert seen["method"] == "POST"
     assert seen["url"] == "http://external.test/schools"
     assert seen["headers"]["idempotency-key"] == str(entry.idempotency_key)
+    assert seen["headers"]["x-sync-lane"] == "global"
     assert seen["headers"]["x-sync-sequence"] == str(entry.sequence)
+    assert seen["headers"]["x-sync-slots"] == f"global={entry.sequence}"
     assert seen["headers"]["authorization"] == "Bearer s3cret"
     assert seen["headers"]["content-type"] == "application/json"
     assert seen["body"] == entry.payload

@@ -14,9 +14,11 @@ import pytest
 from django.db import connection, transaction
 
 from schools import services
-from schools.services import school_create
+from schools.models import Student
+from schools.services import record_update, school_create, student_create
 from sync import recorder
-from sync.models import DEFAULT_LANE, OperationLog, SyncLane
+from sync.models import DEFAULT_LANE, OperationLog, OperationSlot, SyncLane
+from tests.factories import SchoolClassFactory, StudentFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -134,7 +136,7 @@ def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
             cursor.execute("SELECT nextval('i3_control_seq')")
             return cursor.fetchone()[0]
 
-    monkeypatch.setattr(services, "lock_lane", lambda lane: None)
+    monkeypatch.setattr(services, "lock_lanes", lambda lanes: None)
     monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
     try:
         threads, errors = run_writers(slow_writer_then_fast_writer())
@@ -146,3 +148,56 @@ def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
     assert not errors
     assert all_sequences() == [1, 2]
     assert seen == [2], "the reader skipped sequence 1 for good: the check detects the broken order"
+
+
+def test_school_lanes_take_gap_free_sequences_in_commit_order_per_lane_with_moves(settings):
+    """I3 per lane: writers in several schools, moving students between them, and a reader per lane."""
+    settings.SYNC_LANES = "school"
+    classes = [SchoolClassFactory() for _ in range(3)]
+    lanes = [f"school-{school_class.grade.school_id}" for school_class in classes]
+    students = [StudentFactory(school_class=school_class).pk for school_class in classes for _ in range(3)]
+
+    def writer(writer_index):
+        rng = random.Random(writer_index)
+
+        def write():
+            for index in range(WRITES_PER_WRITER):
+                with transaction.atomic():
+                    if rng.random() < 0.5:
+                        student = Student.objects.get(pk=rng.choice(students))
+                        record_update(instance=student, data={"school_class": rng.choice(classes)})
+                    else:
+                        student_create(
+                            school_class=rng.choice(classes),
+                            first_name="W",
+                            last_name=str(writer_index),
+                            student_number=f"W{writer_index}-{index}",
+                        )
+                    time.sleep(rng.uniform(0, MAX_HOLD_SECONDS))
+
+        return write
+
+    threads, errors = run_writers([writer(index) for index in range(WRITERS)])
+    seen = {lane: [] for lane in lanes}
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        writers_done = not any(thread.is_alive() for thread in threads)
+        for lane in lanes:
+            seen[lane] += lane_sequences(lane, after=seen[lane][-1] if seen[lane] else 0)
+        if writers_done:
+            break
+        assert time.monotonic() < deadline, "writers did not finish before the deadline"
+
+    assert not errors
+    assert OperationSlot.objects.exists(), "no move was recorded; nothing was tested"
+    for lane in lanes:
+        everything = lane_sequences(lane, after=0)
+        assert everything == list(range(1, len(everything) + 1))  # gap-free
+        assert seen[lane] == everything  # and never a lower one after a higher one was read
+
+
+def lane_sequences(lane: str, after: int) -> list[int]:
+    """A lane's sequences after ``after``: its own entries' and the slots of moves, read in one statement."""
+    own = OperationLog.objects.filter(lane_id=lane, sequence__gt=after).values_list("sequence", flat=True)
+    slots = OperationSlot.objects.filter(lane_id=lane, sequence__gt=after).values_list("sequence", flat=True)
+    return sorted(own.union(slots, all=True))

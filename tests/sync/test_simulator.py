@@ -8,8 +8,13 @@ import pytest
 from tests.helpers import running_simulator
 
 
-def call(url, method, path, *, key=None, sequence=1, json=None, token=None):
-    headers = {"Idempotency-Key": key or str(uuid.uuid4()), "X-Sync-Sequence": str(sequence)}
+def call(url, method, path, *, key=None, sequence=1, json=None, token=None, lane="global", slots=None):
+    headers = {
+        "Idempotency-Key": key or str(uuid.uuid4()),
+        "X-Sync-Lane": lane,
+        "X-Sync-Sequence": str(sequence),
+        "X-Sync-Slots": slots or f"{lane}={sequence}",
+    }
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.request(method, f"{url}{path}", json=json, headers=headers, timeout=5)
@@ -57,7 +62,12 @@ def test_a_key_still_in_flight_is_a_409():
             httpx.post(
                 f"{url}/students",
                 json={"id": 1},
-                headers={"Idempotency-Key": key, "X-Sync-Sequence": "1"},
+                headers={
+                    "Idempotency-Key": key,
+                    "X-Sync-Lane": "global",
+                    "X-Sync-Sequence": "1",
+                    "X-Sync-Slots": "global=1",
+                },
                 timeout=0.2,
             )
         assert call(url, "POST", "/students", key=key, json={"id": 1}).status_code == 409
@@ -88,3 +98,25 @@ def test_faults_can_be_set_over_http(simulator):
     assert sim.error_rate == 0.5
     assert httpx.post(f"{url}/_simulator/faults", json={"script": ["meteor"]}).status_code == 400
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+
+
+def test_order_is_checked_per_lane_over_every_slot_an_entry_holds(simulator):
+    sim, url = simulator
+    assert call(url, "POST", "/schools", json={"id": 1}, lane="school-1", sequence=1).status_code == 201
+    assert call(url, "POST", "/schools", json={"id": 2}, lane="school-2", sequence=1).status_code == 201
+    # A student moved from school 1 to school 2: its own lane is school-2, with a slot in school-1.
+    moved = call(url, "PUT", "/students/5", json={"id": 5}, lane="school-2", sequence=2, slots="school-2=2,school-1=2")
+    assert moved.status_code == 200
+    assert sim.stats()["out_of_order"] == 0
+    # school-1's sequence 2 was the move's slot: sending school-1=2 again, as another entry, is out of order.
+    call(url, "POST", "/schools", json={"id": 3}, lane="school-1", sequence=2)
+    stats = sim.stats()
+    assert (stats["out_of_order"], stats["out_of_order_lanes"], stats["lanes"]) == (1, ["school-1"], 2)
+    assert sim.applied[2]["slots"] == ["school-2=2", "school-1=2"]
+
+
+def test_slots_must_start_with_the_entry_own_lane(simulator):
+    _, url = simulator
+    for slots in ("school-1=1", "global=x", "global=2,=3", "nonsense"):
+        reply = call(url, "POST", "/schools", json={"id": 1}, lane="global", sequence=2, slots=slots)
+        assert reply.status_code == 400, slots

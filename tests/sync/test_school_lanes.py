@@ -1,0 +1,160 @@
+"""School lanes: one lane per school, a move holds a slot in both schools' lanes (I2, I3 per lane)."""
+
+import pytest
+from django.utils import timezone
+
+from schools.services import record_update
+from sync import selectors, services
+from sync.models import EntryStatus, OperationLog, OperationSlot, SyncLane
+from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
+from tests.helpers import deliver_round_robin, lane_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _school_lanes(settings):
+    settings.SYNC_LANES = "school"
+
+
+def test_each_school_has_its_own_lane_and_sequence():
+    first, second = SchoolClassFactory(), SchoolClassFactory()
+    StudentFactory(school_class=first)
+    StudentFactory(school_class=second)
+
+    for school_class in (first, second):
+        lane = lane_of(school_class.grade.school)
+        entries = OperationLog.objects.filter(lane_id=lane).order_by("sequence")
+        # school, grade, class, student: each in its school's lane, numbered from 1
+        assert [(e.resource, e.sequence) for e in entries] == [
+            ("schools", 1),
+            ("grades", 2),
+            ("classes", 3),
+            ("students", 4),
+        ]
+    assert not OperationSlot.objects.exists()
+
+
+def move(student, school_class):
+    return record_update(instance=student, data={"school_class": school_class})
+
+
+def test_a_move_holds_a_slot_in_both_lanes_and_is_its_new_schools_entry():
+    old_class, new_class = SchoolClassFactory(), SchoolClassFactory()
+    student = StudentFactory(school_class=old_class)
+    old_lane, new_lane = lane_of(old_class.grade.school), lane_of(new_class.grade.school)
+
+    move(student, new_class)
+
+    entry = OperationLog.objects.latest("pk")
+    assert (entry.lane_id, entry.sequence) == (new_lane, 4)
+    assert entry.slots() == [(new_lane, 4), (old_lane, 5)]
+    assert entry.payload["school_class"] == new_class.pk
+    assert SyncLane.objects.get(pk=old_lane).next_sequence == 6
+
+
+def test_a_teacher_move_holds_both_lanes_too():
+    teacher = TeacherFactory()
+    new_school = SchoolFactory()
+    record_update(instance=teacher, data={"school": new_school})
+    entry = OperationLog.objects.latest("pk")
+    assert [lane for lane, _ in entry.slots()] == [lane_of(new_school), lane_of(teacher.school)]
+
+
+def open_entries(lane):
+    return list(OperationLog.objects.filter(lane_id=lane, status=EntryStatus.PENDING).order_by("sequence"))
+
+
+def test_a_two_slot_entry_waits_until_it_heads_both_lanes_and_both_lanes_wait_for_it():
+    old_class, new_class = SchoolClassFactory(), SchoolClassFactory()
+    student = StudentFactory(school_class=old_class)
+    old_lane, new_lane = lane_of(old_class.grade.school), lane_of(new_class.grade.school)
+    before_move = open_entries(old_lane)  # the old school's four creates
+    move(student, new_class)
+    moved = OperationLog.objects.latest("pk")
+    after_old = StudentFactory(school_class=old_class)  # recorded after the move in the old lane
+    after_new = StudentFactory(school_class=new_class)  # and in the new lane
+    now = timezone.now()
+
+    # The new lane sends its own creates, then stops at the move: the old lane has not reached its slot.
+    new_due = selectors.due_entries(new_lane, now, 100)
+    assert moved.pk not in new_due
+    assert len(new_due) == 3
+    # The old lane sends what came before the move's slot and stops there.
+    assert selectors.due_entries(old_lane, now, 100) == [entry.pk for entry in before_move]
+
+    OperationLog.objects.filter(lane_id__in=[old_lane, new_lane], sequence__lt=4).update(status=EntryStatus.SUCCEEDED)
+    assert selectors.due_entries(new_lane, now, 100) == []  # the old lane's student create (4) is still open
+    assert selectors.lanes_waited_for(new_lane) == []
+    OperationLog.objects.filter(pk=before_move[-1].pk).update(status=EntryStatus.SUCCEEDED)
+
+    # Now the move heads both lanes: its own lane sends it, the old lane still waits for it.
+    assert selectors.due_entries(new_lane, now, 100)[0] == moved.pk
+    assert selectors.due_entries(old_lane, now, 100) == []
+    assert selectors.lanes_waited_for(old_lane) == [new_lane]  # the old lane wakes the new one
+
+    OperationLog.objects.filter(pk=moved.pk).update(status=EntryStatus.SUCCEEDED)
+    assert selectors.due_entries(old_lane, now, 100) == [after_old_entry(after_old).pk]
+    assert after_old_entry(after_new).pk in selectors.due_entries(new_lane, now, 100)
+
+
+def after_old_entry(student):
+    return OperationLog.objects.get(resource="students", object_id=student.pk, operation="create")
+
+
+def test_cancelling_a_two_slot_entry_frees_both_lanes():
+    old_class, new_class = SchoolClassFactory(), SchoolClassFactory()
+    student = StudentFactory(school_class=old_class)
+    move(student, new_class)
+    moved = OperationLog.objects.latest("pk")
+    later = StudentFactory(school_class=old_class)
+    old_lane = lane_of(old_class.grade.school)
+    OperationLog.objects.exclude(pk__in=[moved.pk, after_old_entry(later).pk]).update(status=EntryStatus.SUCCEEDED)
+    assert selectors.due_entries(old_lane, timezone.now(), 100) == []
+
+    services.entry_cancel(entry=moved)
+
+    assert selectors.due_entries(old_lane, timezone.now(), 100) == [after_old_entry(later).pk]
+
+
+def test_delivery_across_lanes_keeps_every_lanes_order_and_sends_moves_once(simulator):
+    classes = [SchoolClassFactory() for _ in range(3)]
+    students = [StudentFactory(school_class=school_class) for school_class in classes for _ in range(2)]
+    move(students[0], classes[1])
+    move(students[2], classes[2])
+    move(students[4], classes[0])
+    StudentFactory(school_class=classes[0])
+
+    deliver_round_robin()
+
+    assert not OperationLog.objects.exclude(status=EntryStatus.SUCCEEDED).exists()
+    stats = simulator.stats()
+    assert (stats["out_of_order"], stats["applied"], stats["lanes"]) == (0, OperationLog.objects.count(), 3)
+    moves = [item for item in simulator.applied if len(item["slots"]) == 2]
+    assert len(moves) == 3
+    for item in simulator.applied:
+        entry = OperationLog.objects.get(idempotency_key=item["key"])
+        assert item["slots"] == [f"{lane}={sequence}" for lane, sequence in entry.slots()]
+
+
+def test_a_paused_lane_sends_nothing_and_holds_the_moves_with_a_slot_in_it(simulator):
+    old_class, new_class = SchoolClassFactory(), SchoolClassFactory()
+    student = StudentFactory(school_class=old_class)
+    old_lane = SyncLane.objects.get(pk=lane_of(old_class.grade.school))
+    services.lane_pause(lane=old_lane)
+    move(student, new_class)
+    moved = OperationLog.objects.latest("pk")
+
+    deliver_round_robin()
+
+    assert OperationLog.objects.filter(lane=old_lane, status=EntryStatus.PENDING).count() == 4
+    moved.refresh_from_db()
+    assert moved.status == EntryStatus.PENDING  # its own lane runs, but the move has a slot in the paused one
+    assert (
+        OperationLog.objects.filter(lane_id=lane_of(new_class.grade.school), status=EntryStatus.SUCCEEDED).count() == 3
+    )
+
+    services.lane_resume(lane=old_lane)
+    deliver_round_robin()
+    assert not OperationLog.objects.exclude(status=EntryStatus.SUCCEEDED).exists()
+    assert simulator.stats()["out_of_order"] == 0
