@@ -8,8 +8,8 @@ from django.utils import timezone
 from schools.services import record_delete, record_update
 from sync.models import DEFAULT_LANE, EntryStatus, OperationLog, SyncLane
 from sync.services import CANCEL_NEEDS_CONFIRMATION, CANCEL_NOT_ALLOWED, RETRY_NOT_ALLOWED
-from tests.factories import SchoolFactory, UserFactory
-from tests.helpers import api_client_for, bulk_entries, entry_with_status
+from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, UserFactory
+from tests.helpers import api_client_for, bulk_entries, entry_with_status, lane_of
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +192,63 @@ def test_cancelling_an_entry_that_may_have_been_applied_needs_confirmation(opera
     entry.refresh_from_db()
     assert body["cancelled_by"] == entry.cancelled_by.username
     assert entry.cancelled_at is not None
+
+
+@pytest.fixture
+def two_schools_with_a_move(settings):
+    """School lanes: two schools' records, and a student moved from the first to the second."""
+    settings.SYNC_LANES = "school"
+    old_class, new_class = SchoolClassFactory(), SchoolClassFactory()
+    student = StudentFactory(school_class=old_class)
+    record_update(instance=student, data={"school_class": new_class})
+    return lane_of(old_class.grade.school), lane_of(new_class.grade.school)
+
+
+def test_status_api_shows_every_lane_and_counts_a_move_in_both(reader_client, two_schools_with_a_move):
+    old_lane, new_lane = two_schools_with_a_move
+
+    body = reader_client.get("/api/sync/status/").json()
+
+    assert body["counts"]["pending"] == 8  # each entry once: 4 + 3 creates and the move
+    assert body["last_pushed_sequence"] is None  # sequences of different lanes do not compare
+    lanes = {lane["name"]: lane for lane in body["lanes"]}
+    assert (lanes[old_lane]["pending"], lanes[new_lane]["pending"]) == (5, 4)  # the move counts in both
+    assert {key: lanes[old_lane][key] for key in ("failed", "paused", "last_pushed_sequence")} == {
+        "failed": 0,
+        "paused": False,
+        "last_pushed_sequence": None,
+    }
+    assert lanes[old_lane]["oldest_pending_age_seconds"] >= 0
+
+
+def test_operations_filter_by_lane_and_show_every_slot(reader_client, two_schools_with_a_move):
+    old_lane, new_lane = two_schools_with_a_move
+
+    results = reader_client.get("/api/sync/operations/", {"lane": new_lane}).json()["results"]
+
+    assert {entry["lane"] for entry in results} == {new_lane}
+    move = results[0]  # newest first
+    assert move["slots"] == [{"lane": new_lane, "sequence": 4}, {"lane": old_lane, "sequence": 5}]
+
+
+def test_operators_pause_and_resume_a_lane(reader_client, two_schools_with_a_move):
+    old_lane, _ = two_schools_with_a_move
+    operator = UserFactory(permissions=["sync.pause_synclane"])
+    client = api_client_for(operator)
+
+    listed = reader_client.get("/api/sync/lanes/").json()
+    assert {lane["name"] for lane in listed["results"]} >= set(two_schools_with_a_move)
+    assert reader_client.post(f"/api/sync/lanes/{old_lane}/pause/").status_code == 403
+    for _ in range(2):  # repeating one is harmless
+        paused = client.post(f"/api/sync/lanes/{old_lane}/pause/")
+        assert (paused.status_code, paused.json()["paused"], paused.json()["name"]) == (200, True, old_lane)
+    lane = SyncLane.objects.get(pk=old_lane)
+    assert (lane.paused, lane.paused_changed_by) == (True, operator)
+    resumed = client.post(f"/api/sync/lanes/{old_lane}/resume/")
+    assert (resumed.status_code, resumed.json()["paused"]) == (200, False)
+    assert client.post("/api/sync/lanes/school-999999/pause/").status_code == 404
+
+
+def test_lanes_api_needs_a_signed_in_user(anon_client):
+    assert anon_client.get("/api/sync/lanes/").status_code == 401
+    assert anon_client.post(f"/api/sync/lanes/{DEFAULT_LANE}/pause/").status_code == 401
