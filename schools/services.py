@@ -1,8 +1,7 @@
 """Every write to school records: lock the lane, validate, save and record the entry, in one transaction (I1)."""
 
-import copy
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import User
@@ -10,6 +9,7 @@ from django.db import IntegrityError, models, transaction
 from rest_framework import serializers
 
 from config.errors import ConflictError
+from schools.lanes import in_lanes, lane_of, opens_its_own_lane, require, unique_values
 from schools.models import Grade, School, SchoolClass, Student, Teacher
 from schools.serializers import (
     GradeSerializer,
@@ -18,9 +18,9 @@ from schools.serializers import (
     StudentSerializer,
     TeacherSerializer,
 )
-from sync import lanes
-from sync.models import DEFAULT_LANE, Operation, Resource
-from sync.recorder import entry_create, lock_lanes
+from sync import lanes as sync_lanes
+from sync.models import Operation, Resource
+from sync.recorder import entry_create
 
 RecordT = TypeVar("RecordT", bound=models.Model)
 Actor = User | None
@@ -28,8 +28,6 @@ Actor = User | None
 DELETE_REFUSED = (
     "Cannot delete {kind} “{record}”: it is still referenced by {references}. Delete or reassign those first."
 )
-LANE_LOCK_ATTEMPTS = 5
-"""How often a write finds the record moved to another school between its read and its locks before giving up."""
 RECORD_GONE = "The {kind} “{record}” was deleted by someone else meanwhile; nothing was changed."
 
 # Each record kind, the external API resource it maps to and its REST representation.
@@ -62,13 +60,12 @@ def record_add(*, instance: RecordT, actor: Actor = None) -> RecordT:
 
     The record's lane is locked first, so writes to it run one at a time and no check
     can race; the validation is ``full_clean()`` (field rules, constraints, the models'
-    ``clean()``). A new school's lane is its own, and nobody else's write can reach it yet.
+    ``clean()``).
     """
     if not instance._state.adding:
         raise ValueError("record_add() inserts new records; change stored ones with record_update().")
-    if not (lanes.by_school() and isinstance(instance, School)):
-        lock_lanes([_lane_of(instance)])
-    return _save(instance, Operation.CREATE, actor)
+    first_guess = [] if opens_its_own_lane(instance) else [lane_of(instance)]
+    return in_lanes(lambda locked: _save(instance, Operation.CREATE, actor, locked), first_guess)
 
 
 def record_create(*, model: type[RecordT], data: Mapping[str, Any], actor: Actor = None) -> RecordT:
@@ -82,16 +79,18 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
     The record is read again under the lane lock and only ``data`` is applied to it, so a
     change another request committed meanwhile to other fields is kept, and the entry's
     snapshot is the row as committed. A move to another school locks both schools' lanes
-    and takes a slot in each. Returns the updated record (not ``instance``).
+    and holds a slot in each. Returns the updated record (not ``instance``).
     """
 
-    def update(current: RecordT) -> RecordT:
+    def write(locked: frozenset[str]) -> RecordT:
+        current = _current(instance)
+        lane_before, held_before = lane_of(current), unique_values(current)
+        require([lane_before], locked)
         for field, value in data.items():
             setattr(current, field, value)
-        return current
+        return _save(current, Operation.UPDATE, actor, locked, lane_before=lane_before, held_before=held_before)
 
-    current, (lane, other) = _locked(instance, update)
-    return _save(current, Operation.UPDATE, actor, lane=lane, other_lanes=[other])
+    return in_lanes(write, [lane_of(instance)])
 
 
 def _current(instance: RecordT) -> RecordT:
@@ -102,54 +101,17 @@ def _current(instance: RecordT) -> RecordT:
     return current
 
 
-def _locked(instance: RecordT, change: Callable[[RecordT], RecordT]) -> tuple[RecordT, tuple[str, str]]:
-    """The record as committed, with ``change`` applied, once the lanes it is in before and after are locked.
-
-    Returns it with its lane after the change and its lane before. The lanes are found
-    from a first read, locked in name order, and checked again under the locks: should
-    the record have moved meanwhile, the locks are given up and taken again.
-    """
-    if not lanes.by_school():
-        lock_lanes([DEFAULT_LANE])
-        return change(_current(instance)), (DEFAULT_LANE, DEFAULT_LANE)
-    for _ in range(LANE_LOCK_ATTEMPTS):
-        expected = _lanes_before_and_after(_current(instance), change)
-        with transaction.atomic():  # a savepoint: rolled back, it gives its locks up
-            lock_lanes(expected)
-            current = _current(instance)
-            found = _lanes_before_and_after(current, change)
-            if set(found) <= set(expected):
-                return change(current), found
-            transaction.set_rollback(True)
-    raise ConflictError(f"The {instance._meta.verbose_name} “{instance}” keeps moving between schools; try again.")
-
-
-def _lanes_before_and_after(current: RecordT, change: Callable[[RecordT], RecordT]) -> tuple[str, str]:
-    before = _lane_of(current)
-    return _lane_of(change(copy.copy(current))), before
-
-
-def _lane_of(instance: models.Model) -> str:
-    """The lane of a record's school; for a student, its class's."""
-    if isinstance(instance, School):
-        return lanes.lane_of_school(instance.pk)
-    if isinstance(instance, Grade | Teacher):
-        return lanes.lane_of_school(instance.school_id)
-    if isinstance(instance, SchoolClass):
-        return lanes.lane_of_school(instance.grade.school_id)
-    if isinstance(instance, Student):
-        return lanes.lane_of_school(instance.school_class.grade.school_id)
-    raise TypeError(f"{type(instance).__name__} has no lane")
-
-
 def _save(
     instance: RecordT,
     operation: Operation,
     actor: Actor,
+    locked: frozenset[str],
     *,
-    lane: str | None = None,
-    other_lanes: Iterable[str] = (),
+    lane_before: str | None = None,
+    held_before: frozenset[str] | set[str] = frozenset(),
 ) -> RecordT:
+    """Validate, save and record a created or updated record, holding a slot in every lane it must follow."""
+    own_lane_is_new = opens_its_own_lane(instance)
     instance.full_clean()
     try:
         with transaction.atomic():
@@ -159,14 +121,22 @@ def _save(
         # across schools can be taken by another school between the check and the save.
         instance.full_clean()  # now sees the committed row: a field error
         raise
+    lane = lane_of(instance)
+    held = unique_values(instance)
+    # Found after the save: a write that gave up a value this one takes has committed by now.
+    others = sync_lanes.releasing(held - held_before) | sync_lanes.switched_from(lane)
+    if lane_before is not None:
+        others.add(lane_before)
+    require(others if own_lane_is_new else {lane, *others}, locked)
     _record(
         instance,
         operation,
         object_id=instance.pk,
         payload=snapshot(instance),
         actor=actor,
-        lane=lane or _lane_of(instance),
-        other_lanes=other_lanes,
+        lane=lane,
+        other_lanes=others,
+        releases=held_before - held,
     )
     return instance
 
@@ -179,14 +149,30 @@ def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
     meanwhile is refused instead of being recorded as deleted twice, and the entry's
     snapshot is its last committed state.
     """
-    current, (lane, _) = _locked(instance, lambda record: record)
-    payload = snapshot(current)
-    object_id = current.pk
-    try:
-        current.delete()
-    except models.ProtectedError as exc:
-        raise RecordInUseError(_delete_refused_message(current, exc.protected_objects)) from exc
-    _record(current, Operation.DELETE, object_id=object_id, payload=payload, actor=actor, lane=lane)
+
+    def write(locked: frozenset[str]) -> None:
+        current = _current(instance)
+        lane = lane_of(current)
+        others = sync_lanes.switched_from(lane)
+        require({lane, *others}, locked)
+        payload = snapshot(current)
+        object_id = current.pk
+        try:
+            current.delete()
+        except models.ProtectedError as exc:
+            raise RecordInUseError(_delete_refused_message(current, exc.protected_objects)) from exc
+        _record(
+            current,
+            Operation.DELETE,
+            object_id=object_id,
+            payload=payload,
+            actor=actor,
+            lane=lane,
+            other_lanes=others,
+            releases=unique_values(current),
+        )
+
+    in_lanes(write, [lane_of(instance)])
 
 
 def _record(
@@ -197,7 +183,8 @@ def _record(
     payload: dict[str, Any],
     actor: Actor,
     lane: str,
-    other_lanes: Iterable[str] = (),
+    other_lanes: Iterable[str],
+    releases: Iterable[str],
 ) -> None:
     resource, _ = RESOURCES[type(instance)]
     entry_create(
@@ -208,6 +195,7 @@ def _record(
         actor=actor,
         lane=lane,
         other_lanes=other_lanes,
+        releases=releases,
     )
 
 

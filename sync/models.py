@@ -207,6 +207,20 @@ class OperationSlot(models.Model):
         return f"{self.lane_id}={self.sequence}"
 
 
+class ReleasedValue(models.Model):
+    """A value unique across lanes (a school's name, a teacher's e-mail) that an entry's change gave up.
+
+    A later change in another lane that takes the value holds a slot in this entry's lane,
+    so the external system never sees the new holder before the old one let go.
+    """
+
+    entry = models.ForeignKey(OperationLog, on_delete=models.CASCADE, related_name="released_values")
+    key = models.CharField(max_length=300, db_index=True, help_text="<kind>.<field>=<value>")
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class Outcome(models.TextChoices):
     SUCCESS = "success"
     TRANSIENT = "transient"  # retried later with the same idempotency key

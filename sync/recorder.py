@@ -6,7 +6,8 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
-from sync.models import DEFAULT_LANE, Operation, OperationLog, OperationSlot, Resource, SyncLane
+from sync import lanes
+from sync.models import DEFAULT_LANE, Operation, OperationLog, OperationSlot, ReleasedValue, Resource, SyncLane
 from sync.wakeup import kick
 
 NOT_IN_TRANSACTION = "entry_create() must run inside the transaction.atomic() block that makes the change."
@@ -21,11 +22,13 @@ def entry_create(
     actor: User | None = None,
     lane: str = DEFAULT_LANE,
     other_lanes: Iterable[str] = (),
+    releases: Iterable[str] = (),
 ) -> OperationLog:
     """Insert the outbox entry for a change; call it as the last step of the writing transaction.
 
     The entry takes the next sequence of its lane and a slot (a sequence) in each of
-    ``other_lanes``: the lanes of the other schools a change involves. The lane rows stay
+    ``other_lanes``: the lanes of the other schools a change involves. ``releases`` names
+    the values unique across lanes the change gave up (see ReleasedValue). The lane rows stay
     locked until the transaction ends, so a transaction that takes a sequence commits
     before any other transaction can take the next one: readers never see a lower sequence
     appear after a higher one (I3). Registers one dispatcher kick per lane and
@@ -52,6 +55,8 @@ def entry_create(
     OperationSlot.objects.bulk_create(
         OperationSlot(entry=entry, lane_id=other, sequence=_take_sequence(other)) for other in others
     )
+    if lanes.by_school():  # with one lane, the lane's order alone keeps hand-overs in order
+        ReleasedValue.objects.bulk_create(ReleasedValue(entry=entry, key=key) for key in releases)
     return entry
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from schools import services
+from schools import lanes as school_lanes
 from schools.models import Student
 from schools.services import record_update, school_create, student_create
 from sync import recorder
@@ -136,7 +136,7 @@ def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
             cursor.execute("SELECT nextval('i3_control_seq')")
             return cursor.fetchone()[0]
 
-    monkeypatch.setattr(services, "lock_lanes", lambda lanes: None)
+    monkeypatch.setattr(school_lanes, "lock_lanes", lambda lanes: None)
     monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
     try:
         threads, errors = run_writers(slow_writer_then_fast_writer())

@@ -3,7 +3,7 @@
 import pytest
 from django.utils import timezone
 
-from schools.services import record_update
+from schools.services import record_delete, record_update
 from sync import selectors, services
 from sync.models import EntryStatus, OperationLog, OperationSlot, SyncLane
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
@@ -158,3 +158,55 @@ def test_a_paused_lane_sends_nothing_and_holds_the_moves_with_a_slot_in_it(simul
     deliver_round_robin()
     assert not OperationLog.objects.exclude(status=EntryStatus.SUCCEEDED).exists()
     assert simulator.stats()["out_of_order"] == 0
+
+
+def test_a_value_given_up_in_one_lane_and_taken_in_another_follows_the_release():
+    school = SchoolFactory(name="North")
+    teacher = TeacherFactory(school=school, email="ada@example.org")
+    other = SchoolFactory()
+    record_update(instance=school, data={"name": "North (old)"})  # gives "North" up, not yet delivered
+    record_delete(instance=teacher)  # gives the e-mail up
+
+    taken_name = SchoolFactory(name="North")
+    taken_email = TeacherFactory(school=other, email="ADA@example.org")  # e-mails compare without case
+
+    for record in (taken_name, taken_email):
+        entry = OperationLog.objects.get(object_id=record.pk, operation="create", resource=entry_resource(record))
+        assert [lane for lane, _ in entry.slots()] == [
+            lane_of(record if record is taken_name else other),
+            lane_of(school),
+        ]
+
+
+def entry_resource(record):
+    return "schools" if record._meta.model_name == "school" else "teachers"
+
+
+def test_a_value_given_up_by_a_delivered_change_needs_no_slot():
+    school = SchoolFactory(name="South")
+    record_update(instance=school, data={"name": "South (old)"})
+    OperationLog.objects.update(status=EntryStatus.SUCCEEDED)
+    SchoolFactory(name="South")
+    assert not OperationSlot.objects.exists()
+
+
+def test_after_switching_to_school_lanes_nothing_goes_before_the_global_backlog(settings):
+    settings.SYNC_LANES = "global"
+    school_class = SchoolClassFactory()  # three entries in the global lane, not yet delivered
+    settings.SYNC_LANES = "school"
+    first = StudentFactory(school_class=school_class)
+    second = StudentFactory(school_class=school_class)
+    lane = lane_of(school_class.grade.school)
+    first_entry, second_entry = (after_old_entry(student) for student in (first, second))
+
+    # While the global lane has a backlog, each new entry holds a slot after it.
+    assert first_entry.slots() == [(lane, 1), ("global", 4)]
+    assert second_entry.slots() == [(lane, 2), ("global", 5)]
+    assert selectors.due_entries(lane, timezone.now(), 100) == []
+    OperationLog.objects.filter(lane_id="global").update(status=EntryStatus.SUCCEEDED)
+    assert selectors.due_entries(lane, timezone.now(), 100) == [first_entry.pk]
+
+    # And back: a global entry waits for every school lane's backlog.
+    settings.SYNC_LANES = "global"
+    back = StudentFactory(school_class=school_class)
+    assert after_old_entry(back).slots() == [("global", 6), (lane, 3)]

@@ -1,0 +1,100 @@
+"""With school lanes, writes to different schools run side by side (PostgreSQL, real threads)."""
+
+import threading
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from schools.models import Teacher
+from schools.services import teacher_create
+from sync.models import OperationLog
+from tests.factories import SchoolFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEADLINE_SECONDS = 10
+
+
+@pytest.fixture(autouse=True)
+def _school_lanes_on_postgresql(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite serialises whole transactions)")
+    settings.SYNC_LANES = "school"
+
+
+def in_thread(target, errors):
+    def run():
+        try:
+            target()
+        except Exception as exc:  # reported to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def someone_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        return cursor.fetchone()[0] > 0
+
+
+def test_writes_to_two_schools_do_not_wait_for_each_other():
+    north, south = SchoolFactory(), SchoolFactory()
+    north_recorded, south_done = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def write_north():
+        with transaction.atomic():
+            teacher_create(school=north, first_name="A", last_name="N", email="a@north.example")
+            north_recorded.set()
+            # South's write commits while North's transaction still holds North's lane.
+            assert south_done.wait(DEADLINE_SECONDS), "south waited for north"
+
+    def write_south():
+        assert north_recorded.wait(DEADLINE_SECONDS)
+        teacher_create(school=south, first_name="B", last_name="S", email="b@south.example")
+        south_done.set()
+
+    threads = [in_thread(write_north, errors), in_thread(write_south, errors)]
+    for thread in threads:
+        thread.join(DEADLINE_SECONDS * 2)
+    assert errors == []
+    assert Teacher.objects.count() == 2
+
+
+def test_a_unique_value_taken_by_two_schools_at_once_is_a_field_error_for_the_second():
+    north, south = SchoolFactory(), SchoolFactory()
+    north_inserted, let_north_commit = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def north_takes_it():
+        with transaction.atomic():
+            teacher_create(school=north, first_name="A", last_name="N", email="same@example.org")
+            north_inserted.set()
+            assert let_north_commit.wait(DEADLINE_SECONDS)
+
+    def south_takes_it_too():
+        assert north_inserted.wait(DEADLINE_SECONDS)
+        # North's row is not committed: the check passes, the insert waits on the unique index.
+        teacher_create(school=south, first_name="B", last_name="S", email="SAME@example.org")
+
+    north_thread = in_thread(north_takes_it, errors)
+    south_thread = in_thread(south_takes_it_too, errors)
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not someone_waits_for_a_lock():
+        assert time.monotonic() < deadline, "south's insert never waited for north's"
+    let_north_commit.set()
+    north_thread.join(DEADLINE_SECONDS)
+    south_thread.join(DEADLINE_SECONDS)
+
+    [error] = errors
+    assert isinstance(error, ValidationError)
+    assert "email" in error.message_dict
+    assert list(Teacher.objects.values_list("school", flat=True)) == [north.pk]  # nothing half-written
+    assert OperationLog.objects.filter(resource="teachers").count() == 1
