@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from sync import client, lease, metrics, selectors, wakeup
+from sync import client, lease, metrics, selectors, throttle, wakeup
 from sync.backoff import backoff_seconds
 from sync.client import PushResult
 from sync.models import EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
@@ -86,8 +86,12 @@ def push_run(entry_ids: list[int], lease_token: str) -> RunResult:
             if index and (time.monotonic() > deadline or not keeper.holds()):
                 outcome = hand_over(entry.lane_id, [entry.pk, *unsent], lease_token)
                 break
-            started_at = timezone.now()
-            sent = SentEntry(entry, send(entry), started_at)
+            with throttle.call_slot(wait_until=deadline) as may_call:
+                if not may_call:  # SYNC_MAX_IN_FLIGHT calls are under way: other lanes take their turn
+                    outcome = hand_over(entry.lane_id, [entry.pk, *unsent], lease_token)
+                    break
+                started_at = timezone.now()
+                sent = SentEntry(entry, send(entry), started_at)
             results.append(sent.result)
             outcome = record_send(sent, lease_token, unsent=unsent)
             if outcome != RunResult.SENT:
