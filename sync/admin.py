@@ -1,4 +1,4 @@
-"""Admin views of the operation log: read-only rows, their attempts, and retry / cancel actions."""
+"""Admin views of the operation log and lanes: read-only rows, their attempts, retry / cancel and pause / resume."""
 
 import json
 
@@ -11,7 +11,14 @@ from django.utils.html import format_html
 
 from sync import views
 from sync.models import OperationAttempt, OperationLog, SyncLane
-from sync.services import CancelNeedsConfirmation, EntryStateError, entries_cancel, entry_retry
+from sync.services import (
+    CancelNeedsConfirmation,
+    EntryStateError,
+    entries_cancel,
+    entry_retry,
+    lane_pause,
+    lane_resume,
+)
 
 
 class ReadOnlyAdminMixin:
@@ -91,7 +98,14 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 name="sync_dashboard_action",
             ),
         ]
-        return dashboard + super().get_urls()
+        lanes = [
+            path(
+                "dashboard/lanes/<str:name>/<str:action>/",
+                self.admin_site.admin_view(views.dashboard_lane_action),
+                name="sync_dashboard_lane_action",
+            ),
+        ]
+        return dashboard + lanes + super().get_urls()
 
     def dashboard_view(self, request):
         if not self.has_view_permission(request):
@@ -146,9 +160,32 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class SyncLaneAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
+        "paused",
         "next_sequence",
         "last_pushed_sequence",
         "last_pushed_at",
-        "lease_token",
+        "lease_holder",
         "lease_expires_at",
+        "paused_changed_by",
+        "paused_changed_at",
     ]
+    list_filter = ["paused"]
+    search_fields = ["name"]
+    actions = ["pause_lanes", "resume_lanes"]
+
+    def has_pause_permission(self, request):
+        return request.user.has_perm("sync.pause_synclane")
+
+    @admin.action(description="Pause selected lanes (after the push in flight)", permissions=["pause"])
+    def pause_lanes(self, request, queryset):
+        for lane in queryset:
+            lane_pause(lane=lane, actor=request.user)
+        self.message_user(
+            request, f"{queryset.count()} lanes paused; writes to them go on and queue.", messages.SUCCESS
+        )
+
+    @admin.action(description="Resume selected lanes", permissions=["pause"])
+    def resume_lanes(self, request, queryset):
+        for lane in queryset:
+            lane_resume(lane=lane, actor=request.user)
+        self.message_user(request, f"{queryset.count()} lanes resumed.", messages.SUCCESS)

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 PUSH_METRICS_KEY = "sync:push-metrics"
 """Push counters live in the shared cache, so the web process serves what any sync worker
 counted; flushing the cache resets them, which Prometheus treats as a counter reset."""
+METRICS_MAX_LANES = 20
+"""Lanes with series of their own in /metrics; the others are summed up as one."""
+OTHER_LANES = "other"
 # Upper bounds, in seconds, of the push duration histogram's buckets.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -60,6 +63,32 @@ def push_metrics() -> dict[str, Any]:
         return _empty()
 
 
+def lane_metrics(lanes: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """Per-lane series for the METRICS_MAX_LANES lanes furthest behind, the rest as lane="other".
+
+    A district may have hundreds of schools: one series each would swamp Prometheus.
+    """
+    lanes = sorted(lanes, key=lambda lane: (lane["oldest_pending_age_seconds"] or 0.0, lane["pending"]), reverse=True)
+    shown, rest = lanes[:METRICS_MAX_LANES], lanes[METRICS_MAX_LANES:]
+    lag = GaugeMetricFamily("sync_lag_seconds", "Age of the oldest entry not yet delivered.", labels=["lane"])
+    backlog = GaugeMetricFamily("sync_lane_pending", "Entries waiting to be sent in the lane.", labels=["lane"])
+    last = GaugeMetricFamily("sync_last_pushed_sequence", "Last sequence pushed successfully.", labels=["lane"])
+    for lane in shown:
+        lag.add_metric([lane["name"]], lane["oldest_pending_age_seconds"] or 0.0)
+        backlog.add_metric([lane["name"]], lane["pending"])
+        last.add_metric([lane["name"]], lane["last_pushed_sequence"] or 0)
+    if rest:
+        lag.add_metric([OTHER_LANES], max(lane["oldest_pending_age_seconds"] or 0.0 for lane in rest))
+        backlog.add_metric([OTHER_LANES], sum(lane["pending"] for lane in rest))
+    states = GaugeMetricFamily("sync_lanes", "Lanes by state.", labels=["state"])
+    states.add_metric(["all"], len(lanes))
+    states.add_metric(["paused"], sum(lane["paused"] for lane in lanes))
+    states.add_metric(["blocked"], sum(lane["blocked_by"] is not None for lane in lanes))
+    states.add_metric(["pending"], sum(lane["pending"] > 0 for lane in lanes))
+    states.add_metric(["running"], sum(lane["lease_active"] for lane in lanes))
+    yield from (lag, backlog, last, states)
+
+
 class SyncCollector(Collector):
     def collect(self) -> Iterator:
         counts = overview.status_counts()
@@ -68,14 +97,7 @@ class SyncCollector(Collector):
             entries.add_metric([status], counts[status])
         yield entries
 
-        now = timezone.now()
-        lag = GaugeMetricFamily("sync_lag_seconds", "Age of the oldest entry not yet delivered.", labels=["lane"])
-        last = GaugeMetricFamily("sync_last_pushed_sequence", "Last sequence pushed successfully.", labels=["lane"])
-        for lane in overview.lane_overview(now):
-            lag.add_metric([lane["name"]], lane["oldest_pending_age_seconds"] or 0.0)
-            last.add_metric([lane["name"]], lane["last_pushed_sequence"] or 0)
-        yield lag
-        yield last
+        yield from lane_metrics(overview.lane_overview(timezone.now()))
 
         pushes = push_metrics()
         attempts = CounterMetricFamily("sync_push_attempts", "Push attempts by outcome.", labels=["outcome"])

@@ -16,10 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from config.api import signed_in_user
 from config.errors import ConflictError
 from sync import charts, metrics, overview
-from sync.models import EntryStatus, OperationLog
-from sync.services import entry_cancel, entry_retry
+from sync.models import EntryStatus, OperationLog, SyncLane
+from sync.services import entry_cancel, entry_retry, lane_pause, lane_resume
 
 OPERATOR_ACTIONS = {"retry": entry_retry, "cancel": entry_cancel}
+LANE_ACTIONS = {"pause": lane_pause, "resume": lane_resume}
 
 
 def dashboard(request: HttpRequest, admin_context: dict) -> TemplateResponse:
@@ -35,6 +36,7 @@ def dashboard(request: HttpRequest, admin_context: dict) -> TemplateResponse:
         "blocked_lanes": [lane for lane in status["lanes"] if lane["blocked_by"] is not None],
         "can_retry": request.user.has_perm("sync.retry_operationlog"),
         "can_cancel": request.user.has_perm("sync.cancel_operationlog"),
+        "can_pause": request.user.has_perm("sync.pause_synclane"),
         "now": now,
     }
     return TemplateResponse(request, "admin/sync/dashboard.html", context)
@@ -52,6 +54,16 @@ def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponse
         messages.warning(request, str(exc))
     else:
         messages.success(request, f"Entry #{entry.sequence} {'retried' if action == 'retry' else 'cancelled'}.")
+    return HttpResponseRedirect(reverse("admin:sync_dashboard"))
+
+
+@require_POST
+def dashboard_lane_action(request: HttpRequest, name: str, action: str) -> HttpResponseRedirect:
+    if action not in LANE_ACTIONS or not request.user.has_perm("sync.pause_synclane"):
+        raise PermissionDenied
+    lane = get_object_or_404(SyncLane, pk=name)
+    LANE_ACTIONS[action](lane=lane, actor=signed_in_user(request))
+    messages.success(request, f"Lane {lane.name} {'paused' if action == 'pause' else 'resumed'}.")
     return HttpResponseRedirect(reverse("admin:sync_dashboard"))
 
 

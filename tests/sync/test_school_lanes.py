@@ -210,3 +210,53 @@ def test_after_switching_to_school_lanes_nothing_goes_before_the_global_backlog(
     settings.SYNC_LANES = "global"
     back = StudentFactory(school_class=school_class)
     assert after_old_entry(back).slots() == [("global", 6), (lane, 3)]
+
+
+def test_metrics_show_the_lanes_furthest_behind_and_sum_up_the_rest():
+    from sync.metrics import METRICS_MAX_LANES, OTHER_LANES, lane_metrics
+
+    lanes = [
+        {
+            "name": f"school-{index}",
+            "pending": index,
+            "oldest_pending_age_seconds": float(index),
+            "last_pushed_sequence": None,
+            "paused": index == 3,
+            "blocked_by": None,
+            "lease_active": False,
+        }
+        for index in range(METRICS_MAX_LANES + 10)
+    ]
+    lag, backlog, _, states = lane_metrics(lanes)
+
+    lag_by_lane = {sample.labels["lane"]: sample.value for sample in lag.samples}
+    assert len(lag_by_lane) == METRICS_MAX_LANES + 1  # bounded, whatever the number of schools
+    assert lag_by_lane[OTHER_LANES] == 9.0  # the oldest of the ten lanes not shown
+    assert {sample.labels["lane"]: sample.value for sample in backlog.samples}[OTHER_LANES] == sum(range(10))
+    assert {sample.labels["state"]: sample.value for sample in states.samples}["paused"] == 1
+
+
+def test_the_dashboard_pauses_and_resumes_a_lane(client):
+    from tests.factories import UserFactory
+
+    school = SchoolFactory()
+    operator = UserFactory(is_staff=True, permissions=["sync.view_operationlog", "sync.pause_synclane"])
+    client.force_login(operator)
+    lane = lane_of(school)
+
+    page = client.get("/admin/sync/operationlog/dashboard/")
+    assert page.status_code == 200
+    assert f"/admin/sync/operationlog/dashboard/lanes/{lane}/pause/" in page.content.decode()
+    client.post(f"/admin/sync/operationlog/dashboard/lanes/{lane}/pause/")
+    assert SyncLane.objects.get(pk=lane).paused
+    client.post(f"/admin/sync/operationlog/dashboard/lanes/{lane}/resume/")
+    assert not SyncLane.objects.get(pk=lane).paused
+
+
+def test_the_dashboard_refuses_pausing_without_the_permission(client):
+    from tests.factories import UserFactory
+
+    school = SchoolFactory()
+    client.force_login(UserFactory(is_staff=True, permissions=["sync.view_operationlog"]))
+    assert client.post(f"/admin/sync/operationlog/dashboard/lanes/{lane_of(school)}/pause/").status_code == 403
+    assert not SyncLane.objects.get(pk=lane_of(school)).paused

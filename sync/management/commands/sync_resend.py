@@ -15,7 +15,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--from-sequence", type=int, required=True, help="first sequence to send again")
         parser.add_argument("--to-sequence", type=int, default=None, help="last sequence to send again")
-        parser.add_argument("--lane", default=DEFAULT_LANE)
+        parser.add_argument("--lane", default=DEFAULT_LANE, help="the lane: global, or school-<id> with school lanes")
 
     def handle(self, *args, from_sequence, to_sequence, lane, **options):
         if from_sequence < 1:
