@@ -70,8 +70,8 @@ def processes(simulator, purged_broker, lane, tmp_path):
 
 @pytest.fixture
 def start_sync_worker(processes):
-    def start(name: str = "sync-1", **env: str) -> Process:
-        command = ["-m", "celery", "-A", "config", "worker", "-Q", "sync", "--concurrency", "1"]
+    def start(name: str = "sync-1", concurrency: int = 1, **env: str) -> Process:
+        command = ["-m", "celery", "-A", "config", "worker", "-Q", "sync", "--concurrency", str(concurrency)]
         command += ["--prefetch-multiplier", "1", "-n", f"{name}@%h", "-l", "INFO", "--without-mingle"]
         command += ["--without-gossip"]
         return processes(command, name, "ready.", **env)
