@@ -8,7 +8,7 @@ from celery import chain, signature
 from django.db import transaction
 from django.utils import timezone
 
-from sync import lease, runs, selectors, wakeup
+from sync import lease, outage, runs, selectors, wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,16 @@ def dispatch_lane(lane: str, lease_token: str | None = None) -> None:
 
 
 def sweep() -> list[str]:
-    """Expire stale leases and kick every lane that has due work and no live chain (I5, I7)."""
-    kicked = []
+    """Expire stale leases and kick every lane that has due work and no live chain (I5, I7).
+
+    While the external system fails across lanes, it kicks one lane once a probe is due.
+    """
+    kicked: list[str] = []
+    probe = outage.probe_due()  # None: no outage; False: lanes hold, no probe yet; True: one lane probes
     for lane in selectors.lanes_to_sweep():
         lease.expire(lane)
-        if selectors.lane_has_live_lease(lane):
-            continue  # a live chain carries on by itself
+        if selectors.lane_has_live_lease(lane) or (probe is not None and (not probe or kicked)):
+            continue  # a live chain carries on by itself; while lanes hold, one lane at most sends the probe
         if selectors.has_due_work(lane, timezone.now()):
             wakeup.kick(lane)
             kicked.append(lane)

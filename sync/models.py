@@ -221,6 +221,29 @@ class ReleasedValue(models.Model):
         return self.key
 
 
+class ExternalOutage(models.Model):
+    """Whether the external system is failing across lanes; one row, absent until the first failure.
+
+    Transient failures in a row from several lanes (an outage, 429s) hold every lane; one
+    probe at a time, after a growing wait, finds out when the system is back, and the
+    first answer that is not a transient failure ends the outage for all lanes.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    failures_in_a_row = models.PositiveIntegerField(default=0)
+    failing_lanes = models.JSONField(default=list, help_text="The lanes whose sends failed in a row.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the lanes started to hold.")
+    held_until = models.DateTimeField(
+        null=True, blank=True, help_text="While lanes hold: no probe before this time. Empty: no outage."
+    )
+    probes_failed = models.PositiveIntegerField(default=0)
+    probe_lane = models.CharField(max_length=64, blank=True, default="", help_text="The lane sending the probe.")
+    probe_expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"held until {self.held_until}" if self.held_until else "no outage"
+
+
 class Outcome(models.TextChoices):
     SUCCESS = "success"
     TRANSIENT = "transient"  # retried later with the same idempotency key

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from sync import client, lease, metrics, selectors, throttle, wakeup
+from sync import client, lease, metrics, outage, selectors, throttle, wakeup
 from sync.backoff import backoff_seconds
 from sync.client import PushResult
 from sync.models import EntryStatus, OperationAttempt, OperationLog, Outcome, SyncLane
@@ -46,6 +46,7 @@ class RunResult(enum.StrEnum):
     HANDED_OVER = "handed over"  # out of time: a fresh dispatch goes on under the same lease
     ALREADY_RUNNING = "already running"  # a second delivery of this link: the first one sends
     PAUSED = "paused"  # an operator paused the lane: it waits for them to resume it
+    HELD = "held"  # the external system fails across lanes: every lane waits for a probe to get through
 
     @property
     def chain_goes_on(self) -> bool:
@@ -131,6 +132,9 @@ def claim_run(entry_ids: list[int], lease_token: str) -> tuple[RunResult | None,
         return RunResult.PAUSED, []
     if any(entry.status == EntryStatus.IN_PROGRESS for entry in entries):
         return RunResult.ALREADY_RUNNING, []
+    if not outage.may_send(entries[0].lane_id):
+        lease.release(entries[0].lane_id, lease_token)  # the sweep wakes a lane for the probe
+        return RunResult.HELD, []
     run_ids = [entry.pk for entry in entries]
     lane, last = entries[0].lane_id, entries[-1].sequence
     # Anything open before the run's last entry that is not part of the run must go first:
@@ -193,7 +197,8 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
             OperationLog.objects.filter(pk=entry.pk).update(**sent_anyway)
             return RunResult.LEASE_LOST
         closes = not stops  # the entry no longer holds its lanes
-        stops = stops or paused
+        held, outage_ended = outage.note(lane, result)
+        stops = stops or paused or held
         lane_update: dict[str, Any] = dict(lease.RELEASED) if stops else {"lease_expires_at": lease.held_until()}
         if result.ok:
             lane_update |= {"last_pushed_sequence": entry.sequence, "last_pushed_at": now}
@@ -211,6 +216,12 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
         OperationLog.objects.filter(pk=entry.pk, status=EntryStatus.IN_PROGRESS).update(**outcome)
         if stops:
             _return_to_pending(unsent, now)
+        if outage_ended:
+            # Every lane resumes now, entries waiting for their own next attempt too.
+            OperationLog.objects.filter(status=EntryStatus.PENDING, next_attempt_at__isnull=False).update(
+                next_attempt_at=None
+            )
+            transaction.on_commit(wakeup.kick_every_lane, robust=True)
         if closes:
             # The lanes this entry holds a slot in were waiting for it.
             for slot in entry.other_slots.all():
@@ -223,6 +234,8 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
         return RunResult.RETRY_LATER
     if paused:
         return RunResult.PAUSED
+    if held:
+        return RunResult.HELD
     return RunResult.BLOCKED if stops else RunResult.SENT
 
 

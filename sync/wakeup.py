@@ -32,6 +32,12 @@ def kick(lane: str) -> None:
     publish_dispatch(lane)
 
 
+def kick_every_lane() -> None:
+    """Wake every lane with due work (after an outage of the external system ended)."""
+    for lane in selectors.lanes_to_sweep():
+        kick(lane)
+
+
 def woken(lane: str) -> None:
     """Called by a dispatch as it starts: the lane's wake-up has arrived; the next kick sends a new one."""
     LaneWakeup.objects.filter(lane_id=lane).update(requested_at=None)
