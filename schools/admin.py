@@ -9,11 +9,13 @@ from django.http import HttpResponseRedirect
 
 from config.api import CONCURRENT_CHANGE
 from config.errors import ConflictError
+from schools.lanes import lane_of
 from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
 from schools.scheduling.services import NotCancellableError, scheduled_change_cancel
 from schools.scheduling.validation import required_permission
 from schools.services import record_add, record_delete, record_update
 from sync.admin import ReadOnlyAdminMixin
+from sync.recorder import lock_lanes
 
 WRITE_REFUSED = "Nothing was saved: {reason}"
 
@@ -79,7 +81,11 @@ class ServiceWritesMixin(ChangedAsShownMixin, _ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
-            for obj in queryset:
+            records = list(queryset)
+            # All the lanes first, in name order: deleting one school's record after another's
+            # would lock their lanes in the list's order, against a move locking them in name order.
+            lock_lanes({lane_of(record) for record in records})
+            for obj in records:
                 record_delete(instance=obj, actor=request.user)
 
     def save_formset(self, request, form, formset, change):

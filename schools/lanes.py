@@ -66,6 +66,22 @@ def lane_of(instance: models.Model) -> str:
     raise TypeError(f"{type(instance).__name__} has no lane")
 
 
+def reload_parents(instance: models.Model) -> None:
+    """Read a student's class and grade, or a class's grade, as committed now (under the lane lock).
+
+    The caller's copies may be older than a move of that class or grade to another school:
+    the record's lane and a student's school come from these.
+    """
+    if isinstance(instance, Student) and instance.school_class_id:
+        school_class = SchoolClass.objects.select_related("grade").filter(pk=instance.school_class_id).first()
+        if school_class is not None:  # else validation reports the missing class
+            instance.school_class = school_class
+    elif isinstance(instance, SchoolClass) and instance.grade_id:
+        grade = Grade.objects.filter(pk=instance.grade_id).first()
+        if grade is not None:
+            instance.grade = grade
+
+
 def opens_its_own_lane(instance: models.Model) -> bool:
     """A school being created has a lane nobody else can know of yet: there is nothing to lock first."""
     return lanes.by_school() and isinstance(instance, School) and instance._state.adding

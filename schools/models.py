@@ -11,12 +11,17 @@ from django.db.models.functions import Lower
 MIN_GRADE_LEVEL = 1
 MAX_GRADE_LEVEL = 12
 
-GRADE_SCHOOL_IMMUTABLE = "A grade cannot be moved to another school."
-CLASS_SCHOOL_IMMUTABLE = "A class cannot be moved to a grade of another school."
 HOMEROOM_TEACHER_OF_OTHER_SCHOOL = "The homeroom teacher must teach at the class's school."
 TEACHER_HOMEROOM_IN_OLD_SCHOOL = (
-    "This teacher is the homeroom teacher of classes at their current school; "
+    "This teacher is the homeroom teacher of {classes} at their current school; "
     "assign those classes another homeroom teacher before moving the teacher."
+)
+GRADE_MOVE_HOMEROOM_TEACHERS = (
+    "The homeroom teachers of {classes} teach at the grade's current school; "
+    "assign those classes a teacher of the new school (or none) before moving the grade."
+)
+MOVE_STUDENT_NUMBERS_TAKEN = (
+    "The new school already has students with the numbers {numbers}; change those numbers before the move."
 )
 GRADE_LEVEL_TAKEN = "This school already has a grade at this level."
 GRADE_LEVEL_OUT_OF_RANGE = f"Grade level must be between {MIN_GRADE_LEVEL} and {MAX_GRADE_LEVEL}."
@@ -70,10 +75,26 @@ class Grade(TimestampedModel):
         return f"{self.name}, {self.school}"
 
     def clean(self) -> None:
-        if self.pk and self.school_id:
-            moved = Grade.objects.filter(pk=self.pk).exclude(school_id=self.school_id).exists()
-            if moved:
-                raise ValidationError({"school": GRADE_SCHOOL_IMMUTABLE})
+        """A grade moves to another school with its classes and students, if they can go along."""
+        moving = Grade.objects.filter(pk=self.pk).exclude(school_id=self.school_id)
+        if not (self.pk and self.school_id) or not moving.exists():
+            return
+        classes = SchoolClass.objects.filter(grade_id=self.pk)
+        errors = []
+        staying = classes.filter(homeroom_teacher__isnull=False).exclude(homeroom_teacher__school_id=self.school_id)
+        if staying.exists():
+            errors.append(GRADE_MOVE_HOMEROOM_TEACHERS.format(classes=_names(staying)))
+        taken = _numbers_taken_at(self.school_id, Student.objects.filter(school_class__in=classes))
+        if taken:
+            errors.append(MOVE_STUDENT_NUMBERS_TAKEN.format(numbers=taken))
+        if errors:
+            raise ValidationError({"school": errors})
+
+    def carry_along(self) -> None:
+        """After a move: the grade's students belong to its new school."""
+        Student.objects.filter(school_class__grade_id=self.pk).exclude(school_id=self.school_id).update(
+            school_id=self.school_id
+        )
 
 
 class Teacher(TimestampedModel):
@@ -102,7 +123,7 @@ class Teacher(TimestampedModel):
                 grade__school_id=self.school_id
             )
             if homeroom_elsewhere.exists():
-                errors["school"] = TEACHER_HOMEROOM_IN_OLD_SCHOOL
+                errors["school"] = TEACHER_HOMEROOM_IN_OLD_SCHOOL.format(classes=_names(homeroom_elsewhere))
         # Case-insensitive, like the constraint, but reported against the field.
         if self.email:
             taken = (
@@ -147,13 +168,19 @@ class SchoolClass(TimestampedModel):
         if self.grade_id is None and not SchoolClass.grade.is_cached(self):
             return
         school_id = self.grade.school_id
-        if self.pk:
-            stored = SchoolClass.objects.filter(pk=self.pk).values_list("grade__school_id", flat=True)
-            if stored and stored[0] != school_id:
-                raise ValidationError({"grade": CLASS_SCHOOL_IMMUTABLE})
         teacher = self.homeroom_teacher if self.homeroom_teacher_id else None
         if teacher is not None and teacher.school_id != school_id:
             raise ValidationError({"homeroom_teacher": HOMEROOM_TEACHER_OF_OTHER_SCHOOL})
+        # A class moved to a grade of another school takes its students along, if their numbers are free there.
+        if self.pk and SchoolClass.objects.filter(pk=self.pk).exclude(grade__school_id=school_id).exists():
+            taken = _numbers_taken_at(school_id, Student.objects.filter(school_class_id=self.pk))
+            if taken:
+                raise ValidationError({"grade": MOVE_STUDENT_NUMBERS_TAKEN.format(numbers=taken)})
+
+    def carry_along(self) -> None:
+        """After a move: the class's students belong to its new school."""
+        school_id = self.grade.school_id
+        Student.objects.filter(school_class_id=self.pk).exclude(school_id=school_id).update(school_id=school_id)
 
 
 class Student(TimestampedModel):
@@ -198,6 +225,32 @@ class Student(TimestampedModel):
         )
         if taken:
             raise ValidationError({"student_number": STUDENT_NUMBER_TAKEN})
+
+
+MAX_NAMED = 5
+"""Records named in one message; the rest are counted."""
+
+
+def _names(records: models.QuerySet) -> str:
+    """“1A”, “1B” and 3 more: the records an error is about, for a person to find them."""
+    names = [f"“{record}”" for record in records[: MAX_NAMED + 1]]
+    if len(names) <= MAX_NAMED:
+        return ", ".join(names)
+    more = records.count() - MAX_NAMED
+    return f"{', '.join(names[:MAX_NAMED])} and {more} more"
+
+
+def _numbers_taken_at(school_id: int, moving: models.QuerySet) -> str:
+    """The student numbers of ``moving`` that students of the school already have, for a message."""
+    numbers = list(
+        Student.objects.filter(school_id=school_id, student_number__in=moving.values("student_number"))
+        .exclude(pk__in=moving.values("pk"))
+        .order_by("student_number")
+        .values_list("student_number", flat=True)[: MAX_NAMED + 1]
+    )
+    if len(numbers) > MAX_NAMED:
+        return ", ".join(numbers[:MAX_NAMED]) + " and more"
+    return ", ".join(numbers)
 
 
 # Django finds every model of the app through this module.

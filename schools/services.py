@@ -9,7 +9,7 @@ from django.db import IntegrityError, models, transaction
 from rest_framework import serializers
 
 from config.errors import ConflictError
-from schools.lanes import in_lanes, lane_of, opens_its_own_lane, require, unique_values
+from schools.lanes import in_lanes, lane_of, opens_its_own_lane, reload_parents, require, unique_values
 from schools.models import Grade, School, SchoolClass, Student, Teacher
 from schools.serializers import (
     GradeSerializer,
@@ -112,10 +112,13 @@ def _save(
 ) -> RecordT:
     """Validate, save and record a created or updated record, holding a slot in every lane it must follow."""
     own_lane_is_new = opens_its_own_lane(instance)
+    reload_parents(instance)
     instance.full_clean()
     try:
         with transaction.atomic():
             instance.save()
+            if lane_before is not None and isinstance(instance, Grade | SchoolClass):
+                instance.carry_along()  # a grade or class moved with its students
     except IntegrityError:
         # With school lanes, writes to different schools run side by side, and a value unique
         # across schools can be taken by another school between the check and the save.

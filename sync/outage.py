@@ -1,16 +1,15 @@
 """When the external system fails across lanes: every lane holds, and one probe at a time finds out when it is back."""
 
 import logging
-from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q
-from django.utils import timezone
 
+from sync import wakeup
 from sync.backoff import backoff_seconds
 from sync.client import PushResult
 from sync.clock import DatabaseNow, database_now_plus
-from sync.models import ExternalOutage, Outcome
+from sync.models import EntryStatus, ExternalOutage, OperationLog, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,8 @@ def may_send(lane: str) -> bool:
     held = ExternalOutage.objects.filter(pk=OUTAGE, held_until__isnull=False)
     if not held.exists():
         return True
-    probe_free = Q(probe_lane="") | Q(probe_expires_at__lte=DatabaseNow())
+    # The probe is free, ran out, or this lane's already (a run of it that sent nothing).
+    probe_free = Q(probe_lane="") | Q(probe_lane=lane) | Q(probe_expires_at__lte=DatabaseNow())
     took_probe = held.filter(probe_free, held_until__lte=DatabaseNow()).update(
         probe_lane=lane, probe_expires_at=database_now_plus(settings.SYNC_HTTP_TIMEOUT + settings.SYNC_LEASE_SECONDS)
     )
@@ -62,36 +62,46 @@ def note(lane: str, result: PushResult) -> tuple[bool, bool]:
 
 def _note_failure(lane: str) -> bool:
     outage, _ = ExternalOutage.objects.select_for_update().get_or_create(pk=OUTAGE)
-    now = timezone.now()
-    outage.failures_in_a_row += 1
-    outage.failing_lanes = sorted({*outage.failing_lanes, lane})
-    if outage.held_until is not None:  # the probe failed (or a call that was in flight as lanes stopped)
-        outage.probes_failed += 1
-        outage.held_until = _next_probe(now, outage.probes_failed)
-        outage.probe_lane = ""
-        outage.probe_expires_at = None
-    elif outage.failures_in_a_row >= FAILURES_IN_A_ROW and len(outage.failing_lanes) >= FROM_LANES:
-        outage.started_at = now
-        outage.held_until = _next_probe(now, 0)
+    failing_lanes = sorted({*outage.failing_lanes, lane})
+    change: dict = {"failures_in_a_row": outage.failures_in_a_row + 1, "failing_lanes": failing_lanes}
+    if outage.held_until is not None:
+        if outage.probe_lane == lane:  # the probe failed: the next one waits longer
+            change |= {
+                "probes_failed": outage.probes_failed + 1,
+                "held_until": _next_probe(outage.probes_failed + 1),
+                "probe_lane": "",
+                "probe_expires_at": None,
+            }
+    elif change["failures_in_a_row"] >= FAILURES_IN_A_ROW and len(failing_lanes) >= FROM_LANES:
+        change |= {"started_at": DatabaseNow(), "held_until": _next_probe(0)}
         logger.warning(
             "external system failing across lanes (%s failures in a row from %s): every lane holds",
-            outage.failures_in_a_row,
-            ", ".join(outage.failing_lanes),
+            change["failures_in_a_row"],
+            ", ".join(failing_lanes),
         )
-    outage.save()
-    return outage.held_until is not None
+    ExternalOutage.objects.filter(pk=OUTAGE).update(**change)
+    return outage.held_until is not None or "held_until" in change
 
 
-def _next_probe(now: datetime, probes_failed: int) -> datetime:
+def _next_probe(probes_failed: int):
+    """When the next probe may go, in the database's clock: the retry backoff after so many failed probes."""
     delay = backoff_seconds(
         probes_failed + 1, base=settings.SYNC_RETRY_BASE_SECONDS, cap=settings.SYNC_RETRY_MAX_SECONDS
     )
-    return now + timedelta(seconds=delay)
+    return database_now_plus(delay)
+
+
+def after_outage() -> None:
+    """Run after the commit that ended an outage: every lane resumes now, entries waiting for
+    their own next attempt too. (After the commit, and in commits of their own, so that no
+    transaction holds the outage row while it waits for entries a claim has locked.)"""
+    OperationLog.objects.filter(status=EntryStatus.PENDING, next_attempt_at__isnull=False).update(next_attempt_at=None)
+    wakeup.kick_every_lane()
 
 
 def probe_due() -> bool | None:
     """None without an outage; otherwise whether a probe may go now (for the sweep)."""
-    held_until = ExternalOutage.objects.filter(pk=OUTAGE).values_list("held_until", flat=True).first()
-    if held_until is None:
+    held = ExternalOutage.objects.filter(pk=OUTAGE, held_until__isnull=False)
+    if not held.exists():
         return None
-    return held_until <= timezone.now()
+    return held.filter(held_until__lte=DatabaseNow()).exists()

@@ -84,7 +84,10 @@ def push_run(entry_ids: list[int], lease_token: str) -> RunResult:
     with lease.Keeper(lease_token) as keeper:
         for index, entry in enumerate(run):
             unsent = [later.pk for later in run[index + 1 :]]
-            if index and (time.monotonic() > deadline or not keeper.holds()):
+            out_of_time = index and (time.monotonic() > deadline or not keeper.holds())
+            # A lane it holds a slot in may have been paused since the claim: it waits then.
+            waits = index and entry.other_slots.all() and selectors.waits_for_other_lanes(entry.pk)
+            if out_of_time or waits:
                 outcome = hand_over(entry.lane_id, [entry.pk, *unsent], lease_token)
                 break
             with throttle.call_slot(wait_until=deadline) as may_call:
@@ -127,11 +130,11 @@ def claim_run(entry_ids: list[int], lease_token: str) -> tuple[RunResult | None,
     )
     if not entries:
         return RunResult.NOTHING_TO_SEND, []
+    if any(entry.status == EntryStatus.IN_PROGRESS for entry in entries):
+        return RunResult.ALREADY_RUNNING, []  # before anything that releases the lease the other run holds
     if entries[0].lane.paused:
         lease.release(entries[0].lane_id, lease_token)
         return RunResult.PAUSED, []
-    if any(entry.status == EntryStatus.IN_PROGRESS for entry in entries):
-        return RunResult.ALREADY_RUNNING, []
     if not outage.may_send(entries[0].lane_id):
         lease.release(entries[0].lane_id, lease_token)  # the sweep wakes a lane for the probe
         return RunResult.HELD, []
@@ -217,11 +220,7 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
         if stops:
             _return_to_pending(unsent, now)
         if outage_ended:
-            # Every lane resumes now, entries waiting for their own next attempt too.
-            OperationLog.objects.filter(status=EntryStatus.PENDING, next_attempt_at__isnull=False).update(
-                next_attempt_at=None
-            )
-            transaction.on_commit(wakeup.kick_every_lane, robust=True)
+            transaction.on_commit(outage.after_outage, robust=True)
         if closes:
             # The lanes this entry holds a slot in were waiting for it.
             for slot in entry.other_slots.all():

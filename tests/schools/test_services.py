@@ -262,27 +262,71 @@ def test_student_school_follows_its_class():
     assert student.school_id == new_class.grade.school_id
 
 
-def test_a_grade_cannot_move_to_another_school():
+def test_a_grade_moves_to_another_school_with_its_classes_and_students():
+    grade = GradeFactory(level=3)
+    school_class = SchoolClassFactory(grade=grade)
+    student = StudentFactory(school_class=school_class)
+    new_school = SchoolFactory()
+
+    record_update(instance=grade, data={"school": new_school})
+
+    student.refresh_from_db()
+    assert student.school_id == new_school.pk
+    entry = OperationLog.objects.latest("pk")
+    assert (entry.resource, entry.operation, entry.payload["school"]) == ("grades", "update", new_school.pk)
+
+
+def test_a_grade_whose_classes_keep_old_homeroom_teachers_or_clashing_numbers_cannot_move():
     grade = GradeFactory()
+    teacher = TeacherFactory(school=grade.school)
+    homeroom = SchoolClassFactory(grade=grade, homeroom_teacher=teacher, name="3B")
+    StudentFactory(school_class=homeroom, student_number="S-1")
+    new_school_class = SchoolClassFactory()
+    StudentFactory(school_class=new_school_class, student_number="S-1")
+    entries = OperationLog.objects.count()
+
     with pytest.raises(ValidationError) as excinfo:
-        record_update(instance=grade, data={"school": SchoolFactory()})
-    assert excinfo.value.message_dict == {"school": [school_models.GRADE_SCHOOL_IMMUTABLE]}
+        record_update(instance=grade, data={"school": new_school_class.grade.school})
+
+    assert excinfo.value.message_dict == {
+        "school": [
+            school_models.GRADE_MOVE_HOMEROOM_TEACHERS.format(classes=f"“{homeroom}”"),
+            school_models.MOVE_STUDENT_NUMBERS_TAKEN.format(numbers="S-1"),
+        ]
+    }
+    assert OperationLog.objects.count() == entries  # nothing written
 
 
-def test_a_class_cannot_move_to_a_grade_of_another_school():
+def test_a_class_moves_to_a_grade_of_another_school_with_its_students():
     school_class = SchoolClassFactory()
+    student = StudentFactory(school_class=school_class)
+    new_grade = GradeFactory()
+
+    record_update(instance=school_class, data={"grade": new_grade})
+
+    student.refresh_from_db()
+    assert student.school_id == new_grade.school_id
+
+
+def test_a_class_cannot_take_students_to_a_school_where_their_numbers_are_taken():
+    school_class = SchoolClassFactory()
+    StudentFactory(school_class=school_class, student_number="S-9")
+    new_grade = GradeFactory()
+    StudentFactory(school_class=SchoolClassFactory(grade=new_grade), student_number="S-9")
     with pytest.raises(ValidationError) as excinfo:
-        record_update(instance=school_class, data={"grade": GradeFactory()})
-    assert excinfo.value.message_dict == {"grade": [school_models.CLASS_SCHOOL_IMMUTABLE]}
+        record_update(instance=school_class, data={"grade": new_grade})
+    assert excinfo.value.message_dict == {"grade": [school_models.MOVE_STUDENT_NUMBERS_TAKEN.format(numbers="S-9")]}
 
 
 def test_a_homeroom_teacher_cannot_move_to_another_school():
     grade = GradeFactory()
     teacher = TeacherFactory(school=grade.school)
-    SchoolClassFactory(grade=grade, homeroom_teacher=teacher)
+    homeroom = SchoolClassFactory(grade=grade, homeroom_teacher=teacher)
     with pytest.raises(ValidationError) as excinfo:
         record_update(instance=teacher, data={"school": SchoolFactory()})
-    assert excinfo.value.message_dict == {"school": [school_models.TEACHER_HOMEROOM_IN_OLD_SCHOOL]}
+    assert excinfo.value.message_dict == {
+        "school": [school_models.TEACHER_HOMEROOM_IN_OLD_SCHOOL.format(classes=f"“{homeroom}”")]
+    }
 
 
 # --- Deletes of referenced records are refused, never cascaded ------------------------

@@ -73,6 +73,7 @@ def test_one_probe_at_a_time_and_every_lane_resumes_on_its_success(
     make_probe_due()
     assert outage.may_send(lane_of(schools[0]))  # this lane probes ...
     assert not outage.may_send(lane_of(schools[1]))  # ... and no other at the same time
+    assert outage.may_send(lane_of(schools[0]))  # (its next run may, should the first have sent nothing)
     ExternalOutage.objects.update(probe_lane="")  # (that probe was never sent)
 
     OperationLog.objects.filter(lane_id=lane_of(schools[1])).update(next_attempt_at=None)

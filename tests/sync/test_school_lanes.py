@@ -3,10 +3,11 @@
 import pytest
 from django.utils import timezone
 
+from schools.models import SchoolClass
 from schools.services import record_delete, record_update
 from sync import selectors, services
 from sync.models import EntryStatus, OperationLog, OperationSlot, SyncLane
-from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
+from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
 from tests.helpers import deliver_round_robin, lane_of
 
 pytestmark = pytest.mark.django_db
@@ -260,3 +261,73 @@ def test_the_dashboard_refuses_pausing_without_the_permission(client):
     client.force_login(UserFactory(is_staff=True, permissions=["sync.view_operationlog"]))
     assert client.post(f"/admin/sync/operationlog/dashboard/lanes/{lane_of(school)}/pause/").status_code == 403
     assert not SyncLane.objects.get(pk=lane_of(school)).paused
+
+
+def test_a_grade_or_class_moved_to_another_school_holds_both_lanes():
+    school_class = SchoolClassFactory()
+    StudentFactory(school_class=school_class)
+    old_lane = lane_of(school_class.grade.school)
+    new_school = SchoolFactory()
+
+    record_update(instance=school_class.grade, data={"school": new_school})
+    grade_move = OperationLog.objects.latest("pk")
+    school_class.refresh_from_db()
+    StudentFactory(school_class=school_class)  # the class's students are the new school's now
+
+    assert [lane for lane, _ in grade_move.slots()] == [lane_of(new_school), old_lane]
+    assert OperationLog.objects.latest("pk").lane_id == lane_of(new_school)
+
+
+def test_a_run_does_not_send_a_move_whose_other_lane_was_paused_after_the_claim(
+    simulator, published_dispatches, monkeypatch
+):
+    from sync import runs
+    from tests.helpers import take_lease
+
+    old_class, new_class = SchoolClassFactory(), SchoolClassFactory()
+    student = StudentFactory(school_class=old_class)
+    old_lane, new_lane = lane_of(old_class.grade.school), lane_of(new_class.grade.school)
+    OperationLog.objects.filter(lane_id=old_lane).update(status=EntryStatus.SUCCEEDED)
+    move(student, new_class)
+    moved = OperationLog.objects.latest("pk")
+    run = selectors.due_entries(new_lane, timezone.now(), 100)
+    assert run[-1] == moved.pk  # the new school's creates, then the move
+
+    real_send = runs.send
+
+    def send_then_pause(entry):  # an operator pauses the old lane while the run's first call is out
+        SyncLane.objects.filter(pk=old_lane).update(paused=True)
+        return real_send(entry)
+
+    monkeypatch.setattr(runs, "send", send_then_pause)
+    assert runs.push_run(run, take_lease(lane=new_lane)) == runs.RunResult.HANDED_OVER
+    moved.refresh_from_db()
+    assert moved.status == EntryStatus.PENDING
+    assert str(moved.idempotency_key) not in {item["key"] for item in simulator.applied}
+
+
+def test_a_second_delivery_of_a_link_on_a_paused_lane_leaves_the_first_its_lease(simulator):
+    from sync import runs
+    from tests.helpers import take_lease
+
+    school = SchoolFactory()
+    lane = lane_of(school)
+    ids = list(OperationLog.objects.filter(lane_id=lane).values_list("pk", flat=True))
+    token = take_lease(lane=lane)
+    assert runs.claim_run(ids, token)[0] is None  # the first delivery is sending
+    SyncLane.objects.filter(pk=lane).update(paused=True)
+
+    assert runs.push_run(ids, token) == runs.RunResult.ALREADY_RUNNING
+    assert SyncLane.objects.get(pk=lane).lease_token == token
+
+
+def test_a_student_written_with_a_stale_class_goes_where_the_class_is_now():
+    school_class = SchoolClassFactory()
+    stale = SchoolClass.objects.select_related("grade").get(pk=school_class.pk)  # read before the move
+    new_grade = GradeFactory()
+    record_update(instance=school_class, data={"grade": new_grade})
+
+    student = StudentFactory(school_class=stale)
+
+    assert student.school_id == new_grade.school_id
+    assert OperationLog.objects.latest("pk").lane_id == lane_of(new_grade.school)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from schools.models import SchoolClass, Student
-from schools.services import record_update, student_create
+from schools.models import SchoolClass, Student, Teacher
+from schools.services import record_delete, record_update, student_create, teacher_create
 from sync import lease, runs, selectors, services
 from sync.models import EntryStatus, OperationLog, SyncLane
 from tests.factories import SchoolClassFactory
@@ -21,6 +21,7 @@ from tests.helpers import deliver_round_robin
 pytestmark = pytest.mark.django_db
 
 SCHOOLS = 3
+EMAILS = 2  # few, so that a teacher's e-mail given up in one school is often taken in another
 
 steps = st.lists(
     st.one_of(
@@ -29,6 +30,8 @@ steps = st.lists(
         st.tuples(st.just("push"), st.integers(0, SCHOOLS - 1)),
         st.tuples(st.just("fail"), st.sampled_from(["error", "reject", "lost_response"])),
         st.tuples(st.just("kill"), st.integers(0, SCHOOLS - 1)),
+        st.tuples(st.just("hire"), st.integers(0, SCHOOLS - 1), st.integers(0, EMAILS - 1)),
+        st.tuples(st.just("let_go"), st.integers(0, EMAILS - 1)),
     ),
     max_size=30,
 )
@@ -81,6 +84,16 @@ def run_steps(simulator, classes: list[SchoolClass], plan) -> None:
                 record_update(instance=student, data={"school_class": classes[step[2]]})
         elif kind == "push":
             push_once(lanes[step[1]])
+        elif kind == "hire":
+            email = f"teacher{step[2]}@example.org"
+            if not Teacher.objects.filter(email=email).exists():
+                teacher_create(school=classes[step[1]].grade.school, first_name="T", last_name="E", email=email)
+        elif kind == "let_go":  # the teacher gives the e-mail up: deleted, or changed to one of their own
+            teacher = Teacher.objects.filter(email=f"teacher{step[1]}@example.org").first()
+            if teacher is not None and teacher.pk % 2:
+                record_delete(instance=teacher)
+            elif teacher is not None:
+                record_update(instance=teacher, data={"email": f"{uuid.uuid4().hex[:8]}@example.org"})
         elif kind == "fail":
             simulator.configure(script=[step[1]])
         else:
@@ -109,6 +122,16 @@ def assert_delivered_in_order(simulator) -> None:
         per_record[(entry.resource, entry.object_id)].append(entry.pk)
     for record, order in per_record.items():
         assert order == sorted(order), f"{record} changes applied out of order"
+    # Replayed in the order applied, no two teachers ever hold the same e-mail at the other system.
+    holders: dict[int, str] = {}
+    for item in applied:
+        entry = entries[item["key"]]
+        if entry.resource != "teachers":
+            continue
+        holders.pop(entry.object_id, None)
+        if entry.operation != "delete":
+            assert entry.payload["email"] not in holders.values(), "an e-mail held twice: out of order"
+            holders[entry.object_id] = entry.payload["email"]
 
 
 @hypothesis_settings(
@@ -138,4 +161,14 @@ def test_the_property_catches_a_move_that_takes_only_one_slot(school_lanes, monk
     plan = [("write", 0), ("move", 0, 1), ("push", 1)]
     run_steps(school_lanes, classes, plan)
     with pytest.raises(AssertionError, match="out of order"):
+        assert_delivered_in_order(school_lanes)
+
+
+def test_the_property_catches_a_hand_over_that_takes_no_slot(school_lanes, monkeypatch):
+    # The control: the new holder of an e-mail sent before the old holder let it go.
+    monkeypatch.setattr("schools.services.sync_lanes.releasing", lambda values: set())
+    classes = [SchoolClassFactory() for _ in range(2)]
+    plan = [("hire", 0, 0), ("push", 0), ("let_go", 0), ("hire", 1, 0), ("push", 1)]
+    run_steps(school_lanes, classes, plan)
+    with pytest.raises(AssertionError, match="held twice"):
         assert_delivered_in_order(school_lanes)
