@@ -39,6 +39,8 @@ install: $(STAMP)
 # The zero-install stack: SQLite and the filesystem broker under var/, unless the
 # environment names others. honcho runs web, both workers, beat and the simulator.
 run: export DJANGO_DEBUG ?= true
+# With SYNC_LANES=school, four schools are delivered at once unless SYNC_WORKER_CONCURRENCY says otherwise.
+run: export SYNC_WORKER_CONCURRENCY ?= $(if $(filter school,$(SYNC_LANES)),4,1)
 run: install
 	$(MANAGE) migrate --no-input
 	$(MANAGE) load_demo_data

@@ -181,7 +181,7 @@ class OperationLog(models.Model):
 
     def slots(self) -> list[tuple[str, int]]:
         """Every (lane, sequence) the entry holds, its own lane first, the others by name."""
-        others = sorted((slot.lane_id, slot.sequence) for slot in self.other_slots.all())
+        others = [] if self.pk is None else sorted((slot.lane_id, slot.sequence) for slot in self.other_slots.all())
         return [(self.lane_id, self.sequence), *others]
 
 

@@ -18,12 +18,13 @@ def main(url: str, count: int) -> float:
 
     django.setup()
     from sync.client import ExternalApiClient
-    from sync.models import Operation, OperationLog, Resource
+    from sync.models import DEFAULT_LANE, Operation, OperationLog, Resource
 
     client = ExternalApiClient(base_url=url, token="", timeout=30)
     # Sequences far above the pipeline's, on a simulator that is otherwise idle.
     entries = [
         OperationLog(
+            lane_id=DEFAULT_LANE,
             sequence=10**9 + number,
             operation=Operation.CREATE,
             resource=Resource.SCHOOLS,

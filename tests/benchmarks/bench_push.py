@@ -73,7 +73,7 @@ def main() -> dict:
         )
         with harness.processes(sync_worker, baseline_worker) as (sync_process, _):
             _pushes(10)  # warm up connections and imports
-            rss_before = _rss(sync_process.pid)
+            rss_before = harness.rss(sync_process.pid)
             for backlog in BACKLOGS:
                 ours, raw, floor = [], [], []
                 for _ in range(REPEATS):
@@ -91,7 +91,7 @@ def main() -> dict:
                         "runs": {"pushes_per_second": ours, "raw_loop_per_second": raw, "noop_chain_per_second": floor},
                     }
                 )
-            rss_after = _rss(sync_process.pid)
+            rss_after = harness.rss(sync_process.pid)
             results["memory"] = {
                 "rss_before_mib": rss_before / 2**20,
                 "rss_after_mib": rss_after / 2**20,
@@ -229,27 +229,6 @@ def _idle_lag(simulator) -> dict:
         lags.append((simulator.applied[before]["received_at"] - committed[0]) * 1000)
         time.sleep(0.2)  # let the chain's tail finish: the lane is idle before the next write
     return harness.summary(lags)
-
-
-def _rss(pid: int) -> int:
-    """Resident memory of the worker and its pool processes, in bytes."""
-    total = 0
-    for proc in [pid, *_children(pid)]:
-        status = Path(f"/proc/{proc}/status").read_text()
-        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    children = []
-    for path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = path.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(path.parent.name))
-    return children
 
 
 def report(results: dict) -> str:

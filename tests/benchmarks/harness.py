@@ -154,3 +154,24 @@ def wait_until(condition, timeout: float, every: float = 0.2):
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark step did not finish in time")
         time.sleep(every)
+
+
+def rss(pid: int) -> int:
+    """Resident memory of the worker and its pool processes, in bytes."""
+    total = 0
+    for proc in [pid, *_children(pid)]:
+        status = Path(f"/proc/{proc}/status").read_text()
+        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(path.parent.name))
+    return children

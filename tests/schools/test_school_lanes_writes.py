@@ -11,6 +11,7 @@ from schools.models import Teacher
 from schools.services import teacher_create
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
+from tests.helpers import api_client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,4 +98,45 @@ def test_a_unique_value_taken_by_two_schools_at_once_is_a_field_error_for_the_se
     assert isinstance(error, ValidationError)
     assert "email" in error.message_dict
     assert list(Teacher.objects.values_list("school", flat=True)) == [north.pk]  # nothing half-written
+    assert OperationLog.objects.filter(resource="teachers").count() == 1
+
+
+def test_two_schools_posting_the_same_email_at_once_get_one_201_and_one_400(superuser):
+    north, south = SchoolFactory(), SchoolFactory()
+    client = api_client_for(superuser)
+    north_inserted, let_north_commit = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+    errors: list[Exception] = []
+
+    def north_posts():
+        # The winner's request, held open after its insert (as a slow request would be).
+        with transaction.atomic():
+            answers["north"] = client.post(
+                "/api/teachers/",
+                {"school": north.pk, "first_name": "A", "last_name": "N", "email": "same@example.org"},
+                format="json",
+            )
+            north_inserted.set()
+            assert let_north_commit.wait(DEADLINE_SECONDS)
+
+    def south_posts():
+        assert north_inserted.wait(DEADLINE_SECONDS)
+        answers["south"] = api_client_for(superuser).post(
+            "/api/teachers/",
+            {"school": south.pk, "first_name": "B", "last_name": "S", "email": "Same@example.org"},
+            format="json",
+        )
+
+    threads = [in_thread(north_posts, errors), in_thread(south_posts, errors)]
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not someone_waits_for_a_lock():
+        assert time.monotonic() < deadline, "south's insert never waited for north's"
+    let_north_commit.set()
+    for thread in threads:
+        thread.join(DEADLINE_SECONDS)
+
+    assert errors == []
+    assert answers["north"].status_code == 201
+    assert answers["south"].status_code == 400
+    assert "email" in answers["south"].json()
     assert OperationLog.objects.filter(resource="teachers").count() == 1

@@ -15,10 +15,10 @@ from django.db import connection, transaction
 
 from schools import lanes as school_lanes
 from schools.models import Student
-from schools.services import record_update, school_create, student_create
+from schools.services import record_update, school_create, student_create, teacher_create
 from sync import recorder
 from sync.models import DEFAULT_LANE, OperationLog, OperationSlot, SyncLane
-from tests.factories import SchoolClassFactory, StudentFactory
+from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -201,3 +201,50 @@ def lane_sequences(lane: str, after: int) -> list[int]:
     own = OperationLog.objects.filter(lane_id=lane, sequence__gt=after).values_list("sequence", flat=True)
     slots = OperationSlot.objects.filter(lane_id=lane, sequence__gt=after).values_list("sequence", flat=True)
     return sorted(own.union(slots, all=True))
+
+
+def test_the_per_lane_check_catches_a_school_lane_taken_like_a_primary_key(settings, monkeypatch):
+    """Control for school lanes: the same broken allocator, two writers in one school's lane."""
+    settings.SYNC_LANES = "school"
+    school = SchoolFactory()  # its create is sequence 1 of its lane
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SEQUENCE IF NOT EXISTS i3_lane_control_seq START 2")
+
+    def take_like_a_primary_key(lane: str) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval('i3_lane_control_seq')")
+            return cursor.fetchone()[0]
+
+    a_recorded, b_committed = threading.Event(), threading.Event()
+
+    def writer_a():
+        with transaction.atomic():
+            teacher_create(school=school, first_name="A", last_name="A", email="a@example.org")
+            a_recorded.set()
+            b_committed.wait(timeout=HOLD_FOR_OTHER_WRITER_SECONDS)
+
+    def writer_b():
+        assert a_recorded.wait(timeout=DEADLINE_SECONDS)
+        teacher_create(school=school, first_name="B", last_name="B", email="b@example.org")
+        b_committed.set()
+
+    monkeypatch.setattr(school_lanes, "lock_lanes", lambda lanes: None)
+    monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
+    try:
+        threads, errors = run_writers([writer_a, writer_b])
+        lane = f"school-{school.pk}"
+        seen: list[int] = []
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            done = not any(thread.is_alive() for thread in threads)
+            seen += lane_sequences(lane, after=seen[-1] if seen else 0)
+            if done:
+                break
+            assert time.monotonic() < deadline, "writers did not finish before the deadline"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP SEQUENCE i3_lane_control_seq")
+
+    assert not errors
+    assert lane_sequences(lane, after=0) == [1, 2, 3]
+    assert seen == [1, 3], "the reader skipped sequence 2 for good: the per-lane check detects the broken order"
