@@ -40,7 +40,7 @@ def switched_from(lane: str) -> set[str]:
     """
     open_entries = OperationLog.objects.filter(status__in=holding_statuses())
     if lane == DEFAULT_LANE:
-        other_mode = open_entries.filter(lane__name__startswith=SCHOOL_LANE_PREFIX)
+        other_mode = open_entries.exclude(lane_id=DEFAULT_LANE)  # the index operationlog_open_not_global
     else:
         other_mode = open_entries.filter(lane_id=DEFAULT_LANE)
     return set(other_mode.order_by().values_list("lane_id", flat=True).distinct())

@@ -166,6 +166,13 @@ class OperationLog(models.Model):
                 name="operationlog_open",
                 condition=models.Q(status__in=OPEN_STATUSES),
             ),
+            # A write's check for school lanes' backlog after a switch back to the global lane:
+            # in a steady global mode, an empty index.
+            models.Index(
+                fields=["lane"],
+                name="operationlog_open_not_global",
+                condition=models.Q(status__in=OPEN_STATUSES) & ~models.Q(lane=DEFAULT_LANE),
+            ),
             models.Index(fields=["status", "sequence"], name="operationlog_status_seq"),
             # Retention purge and the dashboard's 24-hour history: entries closed since a time.
             models.Index(fields=["updated_at"], name="operationlog_updated_at"),
