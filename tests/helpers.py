@@ -124,12 +124,14 @@ def take_lease(token: str = "chain-1", lane: str = DEFAULT_LANE) -> str:
     return token
 
 
-def bulk_entries(count: int, status: str = "pending", **fields) -> list:
+def bulk_entries(
+    count: int, status: str = "pending", *, lane_name: str = DEFAULT_LANE, resource: str = "schools", **fields
+) -> list:
     """OperationLog entries written directly, in sequence, for tests and benchmarks that read
     or push the log and need no records behind it (their kicks would start the lane early)."""
     with transaction.atomic():
-        SyncLane.objects.get_or_create(pk=DEFAULT_LANE)
-        lane = SyncLane.objects.select_for_update().get(pk=DEFAULT_LANE)
+        SyncLane.objects.get_or_create(pk=lane_name)
+        lane = SyncLane.objects.select_for_update().get(pk=lane_name)
         first = lane.next_sequence
         lane.next_sequence = first + count
         lane.save(update_fields=["next_sequence"])
@@ -139,7 +141,7 @@ def bulk_entries(count: int, status: str = "pending", **fields) -> list:
                     lane=lane,
                     sequence=first + offset,
                     operation="create",
-                    resource="schools",
+                    resource=resource,
                     object_id=first + offset,
                     payload={"id": first + offset, "name": f"School {first + offset}", "address": ""},
                     status=status,
@@ -276,3 +278,21 @@ def deliver_round_robin(max_rounds: int = 100) -> None:
         if not progressed:
             return
     raise AssertionError(f"still delivering after {max_rounds} rounds")
+
+
+def run_in_threads(targets: list[Callable[[], object]]) -> tuple[list[threading.Thread], list[Exception]]:
+    """Start each function in a thread of its own, on its own database connection; their exceptions are collected."""
+    errors: list[Exception] = []
+
+    def run(target):
+        try:
+            target()
+        except Exception as exc:  # reported to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    return threads, errors

@@ -71,29 +71,9 @@ def main() -> dict:
 
 def _backlog(lane: str, count: int) -> None:
     """`count` student creates written straight into a lane (no records behind them)."""
-    from django.db import transaction
+    from tests.helpers import bulk_entries
 
-    from sync.models import OperationLog, SyncLane
-
-    with transaction.atomic():
-        SyncLane.objects.get_or_create(pk=lane)
-        row = SyncLane.objects.select_for_update().get(pk=lane)
-        first = row.next_sequence
-        SyncLane.objects.filter(pk=lane).update(next_sequence=first + count)
-        OperationLog.objects.bulk_create(
-            (
-                OperationLog(
-                    lane_id=lane,
-                    sequence=first + offset,
-                    operation="create",
-                    resource="students",
-                    object_id=first + offset,
-                    payload={"id": first + offset, "student_number": f"{lane}-{first + offset}"},
-                )
-                for offset in range(count)
-            ),
-            batch_size=2000,
-        )
+    bulk_entries(count, lane_name=lane, resource="students")
 
 
 def _drain(schools: int, lane_mode: str = "school") -> dict:

@@ -11,7 +11,7 @@ from schools.models import Teacher
 from schools.services import teacher_create
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
-from tests.helpers import api_client_for
+from tests.helpers import api_client_for, run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,20 +25,6 @@ def _school_lanes_on_postgresql(settings):
     settings.SYNC_LANES = "school"
 
 
-def in_thread(target, errors):
-    def run():
-        try:
-            target()
-        except Exception as exc:  # reported to the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 def someone_waits_for_a_lock() -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
@@ -48,7 +34,6 @@ def someone_waits_for_a_lock() -> bool:
 def test_writes_to_two_schools_do_not_wait_for_each_other():
     north, south = SchoolFactory(), SchoolFactory()
     north_recorded, south_done = threading.Event(), threading.Event()
-    errors: list[Exception] = []
 
     def write_north():
         with transaction.atomic():
@@ -62,7 +47,7 @@ def test_writes_to_two_schools_do_not_wait_for_each_other():
         teacher_create(school=south, first_name="B", last_name="S", email="b@south.example")
         south_done.set()
 
-    threads = [in_thread(write_north, errors), in_thread(write_south, errors)]
+    threads, errors = run_in_threads([write_north, write_south])
     for thread in threads:
         thread.join(DEADLINE_SECONDS * 2)
     assert errors == []
@@ -72,7 +57,6 @@ def test_writes_to_two_schools_do_not_wait_for_each_other():
 def test_a_unique_value_taken_by_two_schools_at_once_is_a_field_error_for_the_second():
     north, south = SchoolFactory(), SchoolFactory()
     north_inserted, let_north_commit = threading.Event(), threading.Event()
-    errors: list[Exception] = []
 
     def north_takes_it():
         with transaction.atomic():
@@ -85,8 +69,7 @@ def test_a_unique_value_taken_by_two_schools_at_once_is_a_field_error_for_the_se
         # North's row is not committed: the check passes, the insert waits on the unique index.
         teacher_create(school=south, first_name="B", last_name="S", email="SAME@example.org")
 
-    north_thread = in_thread(north_takes_it, errors)
-    south_thread = in_thread(south_takes_it_too, errors)
+    (north_thread, south_thread), errors = run_in_threads([north_takes_it, south_takes_it_too])
     deadline = time.monotonic() + DEADLINE_SECONDS
     while not someone_waits_for_a_lock():
         assert time.monotonic() < deadline, "south's insert never waited for north's"
@@ -106,7 +89,6 @@ def test_two_schools_posting_the_same_email_at_once_get_one_201_and_one_400(supe
     client = api_client_for(superuser)
     north_inserted, let_north_commit = threading.Event(), threading.Event()
     answers: dict[str, object] = {}
-    errors: list[Exception] = []
 
     def north_posts():
         # The winner's request, held open after its insert (as a slow request would be).
@@ -127,7 +109,7 @@ def test_two_schools_posting_the_same_email_at_once_get_one_201_and_one_400(supe
             format="json",
         )
 
-    threads = [in_thread(north_posts, errors), in_thread(south_posts, errors)]
+    threads, errors = run_in_threads([north_posts, south_posts])
     deadline = time.monotonic() + DEADLINE_SECONDS
     while not someone_waits_for_a_lock():
         assert time.monotonic() < deadline, "south's insert never waited for north's"

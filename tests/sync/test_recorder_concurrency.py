@@ -9,6 +9,8 @@ must equal "every entry, in sequence order".
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection, transaction
@@ -19,6 +21,7 @@ from schools.services import record_update, school_create, student_create, teach
 from sync import recorder
 from sync.models import DEFAULT_LANE, OperationLog, OperationSlot, SyncLane
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory
+from tests.helpers import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,24 +42,6 @@ def _postgresql_only():
 def _lane(_postgresql_only):
     # Transactional tests start from an empty database; the migration's lane row is gone.
     SyncLane.objects.get_or_create(pk=DEFAULT_LANE)
-
-
-def run_writers(targets) -> None:
-    """Run the writer functions in threads, each on its own database connection."""
-    errors = []
-
-    def wrap(target):
-        try:
-            target()
-        except Exception as exc:  # reported to the test below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=wrap, args=(target,)) for target in targets]
-    for thread in threads:
-        thread.start()
-    return threads, errors
 
 
 def read_like_the_dispatcher(threads) -> list[int]:
@@ -99,7 +84,7 @@ def slow_writer_then_fast_writer():
 
 
 def test_a_later_sequence_never_becomes_visible_before_an_earlier_one():
-    threads, errors = run_writers(slow_writer_then_fast_writer())
+    threads, errors = run_in_threads(slow_writer_then_fast_writer())
     seen = read_like_the_dispatcher(threads)
     assert not errors
     assert seen == all_sequences() == [1, 2]
@@ -117,7 +102,7 @@ def test_concurrent_writers_get_gap_free_sequences_in_commit_order():
 
         return write
 
-    threads, errors = run_writers([writer(index) for index in range(WRITERS)])
+    threads, errors = run_in_threads([writer(index) for index in range(WRITERS)])
     seen = read_like_the_dispatcher(threads)
 
     assert not errors
@@ -126,10 +111,11 @@ def test_concurrent_writers_get_gap_free_sequences_in_commit_order():
     assert seen == all_sequences()
 
 
-def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
-    """Control: without the lane lock, a counter outside the transaction (as ids are) lets B's entry show first."""
+@contextmanager
+def sequences_taken_like_a_primary_key(monkeypatch, start: int = 1) -> Iterator[None]:
+    """The broken allocator of the controls: no lane lock, and a counter outside the transaction (as ids are)."""
     with connection.cursor() as cursor:
-        cursor.execute("CREATE SEQUENCE IF NOT EXISTS i3_control_seq")
+        cursor.execute(f"CREATE SEQUENCE IF NOT EXISTS i3_control_seq START {int(start)}")
 
     def take_like_a_primary_key(lane: str) -> int:
         with connection.cursor() as cursor:
@@ -139,11 +125,17 @@ def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
     monkeypatch.setattr(school_lanes, "lock_lanes", lambda lanes: None)
     monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
     try:
-        threads, errors = run_writers(slow_writer_then_fast_writer())
-        seen = read_like_the_dispatcher(threads)
+        yield
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP SEQUENCE i3_control_seq")
+
+
+def test_the_check_catches_sequences_taken_like_a_primary_key(monkeypatch):
+    """Control: without the lane lock, a counter outside the transaction (as ids are) lets B's entry show first."""
+    with sequences_taken_like_a_primary_key(monkeypatch):
+        threads, errors = run_in_threads(slow_writer_then_fast_writer())
+        seen = read_like_the_dispatcher(threads)
 
     assert not errors
     assert all_sequences() == [1, 2]
@@ -177,7 +169,7 @@ def test_school_lanes_take_gap_free_sequences_in_commit_order_per_lane_with_move
 
         return write
 
-    threads, errors = run_writers([writer(index) for index in range(WRITERS)])
+    threads, errors = run_in_threads([writer(index) for index in range(WRITERS)])
     seen = {lane: [] for lane in lanes}
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
@@ -207,14 +199,6 @@ def test_the_per_lane_check_catches_a_school_lane_taken_like_a_primary_key(setti
     """Control for school lanes: the same broken allocator, two writers in one school's lane."""
     settings.SYNC_LANES = "school"
     school = SchoolFactory()  # its create is sequence 1 of its lane
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE SEQUENCE IF NOT EXISTS i3_lane_control_seq START 2")
-
-    def take_like_a_primary_key(lane: str) -> int:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT nextval('i3_lane_control_seq')")
-            return cursor.fetchone()[0]
-
     a_recorded, b_committed = threading.Event(), threading.Event()
 
     def writer_a():
@@ -228,10 +212,8 @@ def test_the_per_lane_check_catches_a_school_lane_taken_like_a_primary_key(setti
         teacher_create(school=school, first_name="B", last_name="B", email="b@example.org")
         b_committed.set()
 
-    monkeypatch.setattr(school_lanes, "lock_lanes", lambda lanes: None)
-    monkeypatch.setattr(recorder, "_take_sequence", take_like_a_primary_key)
-    try:
-        threads, errors = run_writers([writer_a, writer_b])
+    with sequences_taken_like_a_primary_key(monkeypatch, start=2):
+        threads, errors = run_in_threads([writer_a, writer_b])
         lane = f"school-{school.pk}"
         seen: list[int] = []
         deadline = time.monotonic() + DEADLINE_SECONDS
@@ -241,9 +223,6 @@ def test_the_per_lane_check_catches_a_school_lane_taken_like_a_primary_key(setti
             if done:
                 break
             assert time.monotonic() < deadline, "writers did not finish before the deadline"
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DROP SEQUENCE i3_lane_control_seq")
 
     assert not errors
     assert lane_sequences(lane, after=0) == [1, 2, 3]

@@ -1,7 +1,5 @@
 """SYNC_MAX_IN_FLIGHT: calls in flight across lanes never exceed the cap (PostgreSQL advisory locks)."""
 
-import threading
-
 import psycopg
 import pytest
 from django.db import connection
@@ -10,7 +8,7 @@ from sync import runs, throttle
 from sync.models import EntryStatus, OperationLog
 from sync.runs import RunResult
 from tests.factories import SchoolFactory
-from tests.helpers import database_url, lane_of, take_lease
+from tests.helpers import database_url, lane_of, run_in_threads, take_lease
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,21 +41,13 @@ def test_lanes_pushing_at_once_never_exceed_the_cap(simulator, settings):
     settings.SYNC_RUN_SECONDS = 5
     simulator.configure(latency_scale=0.01)  # 50 ms per school
     schools = [SchoolFactory() for _ in range(4)]
-    errors = []
 
     def push(school):
-        try:
-            lane = lane_of(school)
-            ids = list(OperationLog.objects.filter(lane_id=lane).values_list("pk", flat=True))
-            assert runs.push_run(ids, take_lease(token=f"chain-{lane}", lane=lane)) == RunResult.SENT
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+        lane = lane_of(school)
+        ids = list(OperationLog.objects.filter(lane_id=lane).values_list("pk", flat=True))
+        assert runs.push_run(ids, take_lease(token=f"chain-{lane}", lane=lane)) == RunResult.SENT
 
-    threads = [threading.Thread(target=push, args=(school,)) for school in schools]
-    for thread in threads:
-        thread.start()
+    threads, errors = run_in_threads([lambda school=school: push(school) for school in schools])
     for thread in threads:
         thread.join(30)
     assert errors == []
