@@ -8,6 +8,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 
+from schools.validators import MAX_ADDRESS_LENGTH, validate_name, validate_text
+
 MIN_GRADE_LEVEL = 1
 MAX_GRADE_LEVEL = 12
 
@@ -39,8 +41,8 @@ class TimestampedModel(models.Model):
 
 
 class School(TimestampedModel):
-    name = models.CharField(max_length=200, unique=True)
-    address = models.TextField(blank=True)
+    name = models.CharField(max_length=200, unique=True, validators=[validate_name])
+    address = models.TextField(blank=True, max_length=MAX_ADDRESS_LENGTH, validators=[validate_text])
 
     class Meta:
         ordering = ["name"]
@@ -54,7 +56,7 @@ class Grade(TimestampedModel):
     level = models.PositiveSmallIntegerField(
         validators=[MinValueValidator(MIN_GRADE_LEVEL), MaxValueValidator(MAX_GRADE_LEVEL)]
     )
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_name])
 
     class Meta:
         ordering = ["school_id", "level"]
@@ -99,8 +101,8 @@ class Grade(TimestampedModel):
 
 class Teacher(TimestampedModel):
     school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="teachers")
-    first_name = models.CharField(max_length=100)
-    last_name = models.CharField(max_length=100)
+    first_name = models.CharField(max_length=100, validators=[validate_name])
+    last_name = models.CharField(max_length=100, validators=[validate_name])
     email = models.EmailField(max_length=254)
 
     class Meta:
@@ -139,7 +141,7 @@ class Teacher(TimestampedModel):
 
 class SchoolClass(TimestampedModel):
     grade = models.ForeignKey(Grade, on_delete=models.PROTECT, related_name="classes")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_name])
     homeroom_teacher = models.ForeignKey(
         Teacher,
         on_delete=models.PROTECT,
@@ -195,9 +197,9 @@ class Student(TimestampedModel):
         editable=False,
         help_text="The school of the student's class.",
     )
-    first_name = models.CharField(max_length=100)
-    last_name = models.CharField(max_length=100)
-    student_number = models.CharField(max_length=32)
+    first_name = models.CharField(max_length=100, validators=[validate_name])
+    last_name = models.CharField(max_length=100, validators=[validate_name])
+    student_number = models.CharField(max_length=32, validators=[validate_name])
 
     class Meta:
         ordering = ["last_name", "first_name", "id"]
