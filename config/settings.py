@@ -2,6 +2,7 @@
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -257,6 +258,16 @@ CELERY_TIMEZONE = TIME_ZONE
 # --- External system -----------------------------------------------------------------
 
 SYNC_API_URL = env_str("SYNC_API_URL", "http://127.0.0.1:8001")
+# Children's records go to the external system: outside development, only over HTTPS unless
+# it is on this host, or the operator says otherwise (a private network, a TLS sidecar).
+SYNC_API_ALLOW_HTTP = env_bool("SYNC_API_ALLOW_HTTP", default=False)
+if not DEBUG and not SYNC_API_ALLOW_HTTP:
+    _sync_api = urlsplit(SYNC_API_URL)
+    if _sync_api.scheme != "https" and _sync_api.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        raise ImproperlyConfigured(
+            f"SYNC_API_URL {SYNC_API_URL} is plain HTTP to another host; use https://, "
+            "or set SYNC_API_ALLOW_HTTP=true if the network is private."
+        )
 SYNC_API_TOKEN = env_str("SYNC_API_TOKEN")
 SYNC_HTTP_TIMEOUT = env_float("SYNC_HTTP_TIMEOUT", 30.0)
 # A chain link starts no further push after this long, so a link (and a worker's shutdown)

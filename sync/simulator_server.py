@@ -1,5 +1,6 @@
 """The simulator served over HTTP: the external API's routes, plus its state and faults under /_simulator/."""
 
+import hmac
 import json
 import logging
 import sys
@@ -9,6 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from sync.simulator import ExternalSimulator, Reply
 
 logger = logging.getLogger(__name__)
+
+CONTROL_PREFIX = "/_simulator/"
+CONTROL_REFUSED = Reply(HTTPStatus.UNAUTHORIZED, {"detail": "the simulator's controls need its bearer token"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -21,6 +26,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             self._send(Reply(HTTPStatus.OK, {"status": "ok"}))
+        elif self.path.startswith(CONTROL_PREFIX) and not self._may_control():
+            self._send(CONTROL_REFUSED)
         elif self.path == "/_simulator/applied":
             self._send(Reply(HTTPStatus.OK, {"applied": self.server.simulator.applied_in_order()}))
         elif self.path == "/_simulator/stats":
@@ -30,7 +37,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self._body()
-        if self.path == "/_simulator/reset":
+        if self.path.startswith(CONTROL_PREFIX) and not self._may_control():
+            self._send(CONTROL_REFUSED)
+        elif self.path == "/_simulator/reset":
             self.server.simulator.reset()
             self._send(Reply(HTTPStatus.NO_CONTENT))
         elif self.path == "/_simulator/faults":
@@ -48,6 +57,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         self._contract(self._body())
+
+    def _may_control(self) -> bool:
+        """The state and faults under /_simulator/ need the simulator's token, when it has one."""
+        token = self.server.simulator.token
+        return not token or hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}")
 
     def _contract(self, body: bytes) -> None:
         headers = {name.lower(): value for name, value in self.headers.items()}

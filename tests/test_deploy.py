@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,13 @@ PRODUCTION_ENV = {
     "DATABASE_URL": "postgres://school_sync:secret@db.example.org:5432/school_sync",
     "CELERY_BROKER_URL": "amqp://school_sync:secret@mq.example.org:5672//",
     "DJANGO_CACHE_URL": "redis://cache.example.org:6379/0",
+}
+
+COMPOSE_ENV = {
+    "DJANGO_SECRET_KEY": "x",
+    "POSTGRES_PASSWORD": "y",
+    "RABBITMQ_PASSWORD": "z",
+    "SYNC_API_URL": "https://external.example.org",
 }
 
 
@@ -58,9 +66,40 @@ def test_the_compose_stack_validates():
     result = subprocess.run(
         ["docker-compose", "-f", "docker/compose.yaml", "config", "-q"],
         cwd=BASE_DIR,
-        env={**os.environ, "DJANGO_SECRET_KEY": "x", "POSTGRES_PASSWORD": "y", "RABBITMQ_PASSWORD": "z"},
+        env={**os.environ, **COMPOSE_ENV},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "allow", "starts"),
+    [
+        ("http://external.example.org", "false", False),  # children's records in clear text
+        ("http://external.example.org", "true", True),  # the operator says the network is private
+        ("https://external.example.org", "false", True),
+        ("http://127.0.0.1:8001", "false", True),  # on this host
+    ],
+)
+def test_production_refuses_plain_http_to_another_host(url, allow, starts):
+    result = run("check", env={**PRODUCTION_ENV, "SYNC_API_URL": url, "SYNC_API_ALLOW_HTTP": allow})
+    assert (result.returncode == 0) is starts, result.stderr[-500:]
+    assert ("is plain HTTP to another host" in result.stderr) is not starts
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
+def test_the_simulator_is_in_the_development_profile_only():
+    result = subprocess.run(
+        ["docker-compose", "-f", "docker/compose.yaml", "config"],
+        cwd=BASE_DIR,
+        env={**os.environ, **COMPOSE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["simulator"]["profiles"] == ["dev"]
+    assert not any("profiles" in service for name, service in services.items() if name != "simulator")

@@ -120,3 +120,23 @@ def test_slots_must_start_with_the_entry_own_lane(simulator):
     for slots in ("school-1=1", "global=x", "global=2,=3", "nonsense"):
         reply = call(url, "POST", "/schools", json={"id": 1}, lane="global", sequence=2, slots=slots)
         assert reply.status_code == 400, slots
+
+
+def test_the_controls_need_the_simulators_token_when_it_has_one():
+    with running_simulator(token="s3cret") as (sim, url):
+        assert httpx.post(f"{url}/_simulator/reset", timeout=5).status_code == 401
+        assert httpx.get(f"{url}/_simulator/stats", timeout=5).status_code == 401
+        faults = httpx.post(
+            f"{url}/_simulator/faults", json={"error_rate": 1}, headers={"Authorization": "Bearer wrong"}, timeout=5
+        )
+        assert faults.status_code == 401
+        assert sim.error_rate == 0.0
+        allowed = httpx.get(f"{url}/_simulator/stats", headers={"Authorization": "Bearer s3cret"}, timeout=5)
+        assert allowed.status_code == 200
+
+
+def test_a_simulator_other_hosts_can_reach_needs_a_token():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="needs a token"):
+        call_command("run_external_simulator", "--host", "0.0.0.0", "--port", "0", "--token", "")  # noqa: S104 - the refusal under test

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.simulator import ExternalSimulator
-from sync.simulator_server import SimulatorServer
+from sync.simulator_server import LOOPBACK_HOSTS, SimulatorServer
 
 
 def _exit(signum, frame):
@@ -47,6 +47,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["error_rate"] + options["timeout_rate"] + options["lost_response_rate"] > 1:
             raise CommandError("The fault rates add up to more than 1.")
+        if options["host"] not in LOOPBACK_HOSTS and not options["token"]:
+            raise CommandError(
+                "A simulator other hosts can reach needs a token (--token or SYNC_API_TOKEN): "
+                "its controls reset and fault the external system."
+            )
         simulator = ExternalSimulator(
             latency_scale=options["latency_scale"],
             token=options["token"],
