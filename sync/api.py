@@ -32,7 +32,9 @@ OPERATOR_RESPONSES = {
 
 
 class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = OperationLog.objects.select_related("actor", "cancelled_by").prefetch_related("other_slots")
+    queryset = OperationLog.objects.select_related("actor", "cancelled_by", "retried_by").prefetch_related(
+        "other_slots"
+    )
     serializer_class = OperationLogSerializer
     filterset_fields = ["status", "resource", "operation", "lane", "object_id"]
     search_fields = ["=idempotency_key"]

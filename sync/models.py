@@ -149,6 +149,19 @@ class OperationLog(models.Model):
         help_text="Who cancelled the entry.",
     )
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    retried_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who last made the entry due again by hand.",
+    )
+    retried_at = models.DateTimeField(null=True, blank=True)
+    resent_by = models.CharField(
+        max_length=150, blank=True, default="", help_text="Who last queued the entry to be sent again (sync_resend)."
+    )
+    resent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -23,6 +23,9 @@ class OperationLogSerializer(serializers.ModelSerializer):
     cancelled_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
+    retried_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
 
     class Meta:
@@ -46,6 +49,10 @@ class OperationLogSerializer(serializers.ModelSerializer):
             "actor",
             "cancelled_by",
             "cancelled_at",
+            "retried_by",
+            "retried_at",
+            "resent_by",
+            "resent_at",
             "created_at",
             "updated_at",
         ]

@@ -43,8 +43,9 @@ class CancelResult:
 def entry_retry(*, entry: OperationLog, actor: User | None = None) -> OperationLog:
     """Make a failed (or backing-off) entry due now; the lane resumes with it."""
     with transaction.atomic():
+        now = timezone.now()
         changed = OperationLog.objects.filter(pk=entry.pk, status__in=(EntryStatus.FAILED, EntryStatus.PENDING)).update(
-            status=EntryStatus.PENDING, next_attempt_at=None, updated_at=timezone.now()
+            status=EntryStatus.PENDING, next_attempt_at=None, retried_by=actor, retried_at=now, updated_at=now
         )
         if not changed:
             entry.refresh_from_db(fields=["status"])
@@ -105,17 +106,32 @@ def entries_cancel(*, entry_ids: Iterable[int], actor: User | None = None, confi
     return result
 
 
-def entries_resend(*, from_sequence: int, lane: str = DEFAULT_LANE, to_sequence: int | None = None) -> int:
-    """Queue sent (or failed) entries again, in order, with their original idempotency keys."""
+def entries_resend(
+    *, from_sequence: int, lane: str = DEFAULT_LANE, to_sequence: int | None = None, requested_by: str
+) -> int:
+    """Queue sent (or failed) entries again, in order, with their original idempotency keys.
+
+    ``requested_by`` names who asked (a user name, or the account that ran the command), for the record.
+    """
     entries = OperationLog.objects.filter(
         lane_id=lane, sequence__gte=from_sequence, status__in=(EntryStatus.SUCCEEDED, EntryStatus.FAILED)
     )
     if to_sequence is not None:
         entries = entries.filter(sequence__lte=to_sequence)
     with transaction.atomic():
-        count = entries.update(status=EntryStatus.PENDING, next_attempt_at=None, updated_at=timezone.now())
+        now = timezone.now()
+        count = entries.update(
+            status=EntryStatus.PENDING, next_attempt_at=None, resent_by=requested_by, resent_at=now, updated_at=now
+        )
         _kick_after_commit([lane])
-    logger.info("resend lane=%s from_sequence=%s to_sequence=%s entries=%s", lane, from_sequence, to_sequence, count)
+    logger.info(
+        "resend lane=%s from_sequence=%s to_sequence=%s entries=%s by=%s",
+        lane,
+        from_sequence,
+        to_sequence,
+        count,
+        requested_by,
+    )
     return count
 
 

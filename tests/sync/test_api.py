@@ -56,6 +56,10 @@ def test_lists_entries_newest_first_with_their_fields(reader_client, history):
         "actor": None,
         "cancelled_by": None,
         "cancelled_at": None,
+        "retried_by": None,
+        "retried_at": None,
+        "resent_by": "",
+        "resent_at": None,
         "created_at": newest["created_at"],
         "updated_at": newest["updated_at"],
     }

@@ -64,7 +64,7 @@ def test_an_entry_resent_while_the_purge_runs_is_never_lost(settings):
 
     def resend() -> None:
         try:
-            resent.append(entries_resend(from_sequence=entry.sequence, to_sequence=entry.sequence))
+            resent.append(entries_resend(from_sequence=entry.sequence, to_sequence=entry.sequence, requested_by="ops"))
         finally:
             connection.close()  # this thread's own connection
 

@@ -23,7 +23,7 @@ def test_resend_reopens_sent_and_failed_entries_from_a_sequence():
     entries = [entry_with_status(status) for status in statuses]
     keys = [e.idempotency_key for e in entries]
 
-    count = entries_resend(from_sequence=entries[1].sequence, to_sequence=entries[3].sequence)
+    count = entries_resend(from_sequence=entries[1].sequence, to_sequence=entries[3].sequence, requested_by="ops")
 
     assert count == 2
     after = list(OperationLog.objects.order_by("sequence"))
@@ -40,8 +40,11 @@ def test_resend_reopens_sent_and_failed_entries_from_a_sequence():
 def test_resend_command():
     entries = [entry_with_status(EntryStatus.SUCCEEDED) for _ in range(3)]
     out = io.StringIO()
-    call_command("sync_resend", "--from-sequence", str(entries[1].sequence), stdout=out)
+    call_command("sync_resend", "--from-sequence", str(entries[1].sequence), "--by", "ada", stdout=out)
     assert "Queued 2 entries" in out.getvalue()
+    resent = OperationLog.objects.get(pk=entries[2].pk)
+    assert resent.resent_by == "ada"  # who asked, and when, stay on the entry
+    assert resent.resent_at is not None
     assert list(OperationLog.objects.order_by("sequence").values_list("status", flat=True)) == [
         EntryStatus.SUCCEEDED,
         EntryStatus.PENDING,
@@ -51,3 +54,13 @@ def test_resend_command():
         call_command("sync_resend", "--from-sequence", "1", "--lane", "nope")
     with pytest.raises(CommandError, match="must not be below"):
         call_command("sync_resend", "--from-sequence", "5", "--to-sequence", "2")
+
+
+def test_a_retry_records_who_and_when(operator_client):
+    entry = entry_with_status(EntryStatus.FAILED, last_error="HTTP 400")
+    response = operator_client.post(f"/api/sync/operations/{entry.pk}/retry/")
+    assert response.status_code == 200
+    entry.refresh_from_db()
+    assert entry.retried_by is not None
+    assert entry.retried_at is not None
+    assert response.json()["retried_by"] == entry.retried_by.username
