@@ -3,6 +3,7 @@
 import io
 
 import pytest
+import yaml
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
@@ -76,3 +77,20 @@ def test_demo_data_loads_through_the_services_once(tmp_path, monkeypatch):
     assert admin.is_superuser
     assert admin.check_password(password)
     assert output.getvalue().count(password) == 2  # printed on both runs
+
+
+def test_the_schema_documents_every_error_an_operation_can_answer(superuser_client):
+    schema = yaml.safe_load(superuser_client.get("/api/schema/").content)
+    students, student = schema["paths"]["/api/students/"], schema["paths"]["/api/students/{id}/"]
+    assert {"400", "401", "403", "429"} <= set(students["get"]["responses"])
+    assert {"400", "401", "403", "409", "429"} <= set(students["post"]["responses"])
+    assert {"401", "403", "404", "429"} <= set(student["get"]["responses"])
+    assert "400" not in student["get"]["responses"]
+    assert {"400", "404", "409"} <= set(student["patch"]["responses"])
+    assert {"404", "409"} <= set(student["delete"]["responses"])
+    token = schema["paths"]["/api/auth/token/"]["post"]["responses"]
+    assert {"400", "429"} <= set(token)
+    assert "401" not in token
+    assert schema["components"]["schemas"]["FieldErrors"]["additionalProperties"]["type"] == "array"
+    # Nullable where the field is.
+    assert schema["components"]["schemas"]["SchoolClass"]["properties"]["homeroom_teacher"]["nullable"] is True
