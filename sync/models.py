@@ -9,6 +9,18 @@ from django.db import models
 DEFAULT_LANE = "global"
 
 
+def user_field(help_text: str) -> models.ForeignKey:
+    """Who did something to a row: kept as empty, not deleted, when the user is."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=help_text,
+    )
+
+
 class SyncLane(models.Model):
     """A stream of changes delivered strictly in sequence.
 
@@ -36,14 +48,7 @@ class SyncLane(models.Model):
         default=False,
         help_text="An operator paused the lane: it sends nothing, two-slot entries included; writes still queue.",
     )
-    paused_changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        help_text="Who last paused or resumed the lane.",
-    )
+    paused_changed_by = user_field(help_text="Who last paused or resumed the lane.")
     paused_changed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the lane was last paused or resumed."
     )
@@ -132,31 +137,10 @@ class OperationLog(models.Model):
     )
     last_error = models.TextField(blank=True)
     pushed_at = models.DateTimeField(null=True, blank=True, help_text="When the external system accepted it.")
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        help_text="Who made the change.",
-    )
-    cancelled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        help_text="Who cancelled the entry.",
-    )
+    actor = user_field(help_text="Who made the change.")
+    cancelled_by = user_field(help_text="Who cancelled the entry.")
     cancelled_at = models.DateTimeField(null=True, blank=True)
-    retried_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        help_text="Who last made the entry due again by hand.",
-    )
+    retried_by = user_field(help_text="Who last made the entry due again by hand.")
     retried_at = models.DateTimeField(null=True, blank=True)
     resent_by = models.CharField(
         max_length=150, blank=True, default="", help_text="Who last queued the entry to be sent again (sync_resend)."
