@@ -26,7 +26,6 @@ COMPOSE_ENV = {
     "DJANGO_SECRET_KEY": "x",
     "POSTGRES_PASSWORD": "y",
     "RABBITMQ_PASSWORD": "z",
-    "SYNC_API_URL": "https://external.example.org",
 }
 
 
