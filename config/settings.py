@@ -301,6 +301,8 @@ if SYNC_LANES not in {"global", "school"}:
 SYNC_MAX_IN_FLIGHT = env_int("SYNC_MAX_IN_FLIGHT", 0)
 if SYNC_MAX_IN_FLIGHT < 0:
     raise ImproperlyConfigured("SYNC_MAX_IN_FLIGHT must be 0 (no cap) or more.")
+# How far ahead a change may be scheduled.
+SCHEDULED_CHANGES_HORIZON_DAYS = env_int("SCHEDULED_CHANGES_HORIZON_DAYS", 365)
 # Succeeded and cancelled entries (and their attempts) are purged this many days after
 # they were closed; pending, in-progress and failed entries are never purged.
 SYNC_RETENTION_DAYS = env_int("SYNC_RETENTION_DAYS", 30)

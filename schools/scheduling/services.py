@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
@@ -24,6 +25,7 @@ PAST_TOLERANCE_SECONDS = 60
 """How far in the past execute_at may be (clock skew between the client and us)."""
 
 EXECUTE_AT_IN_THE_PAST = "execute_at is in the past."
+EXECUTE_AT_TOO_FAR = "execute_at is more than {days} days ahead (SCHEDULED_CHANGES_HORIZON_DAYS)."
 NOT_CANCELLABLE = "Only a scheduled change can be cancelled; this one is {status}."
 
 
@@ -71,6 +73,9 @@ def scheduled_changes_create(
         try:
             if change["execute_at"] < now - timedelta(seconds=PAST_TOLERANCE_SECONDS):
                 raise ValidationError({"execute_at": EXECUTE_AT_IN_THE_PAST})
+            horizon = settings.SCHEDULED_CHANGES_HORIZON_DAYS
+            if change["execute_at"] > now + timedelta(days=horizon):
+                raise ValidationError({"execute_at": EXECUTE_AT_TOO_FAR.format(days=horizon)})
             target = found.get((change["resource"], target_id)) if target_id is not None else None
             validate_as_immediate(prepare(change["resource"], change["operation"], target_id, data, target))
         except ValidationError as exc:

@@ -16,6 +16,7 @@ TARGET_REQUIRED = "An update or delete needs the target_id of the record to chan
 TARGET_NOT_ALLOWED = "A create has no target_id."
 DELETE_TAKES_NO_DATA = "A delete takes no data."
 TARGET_MISSING = "There is no {resource} record with id {target_id}."
+UNKNOWN_FIELDS = "{fields}: not a field {resource} can be given (they are: {writable})."
 
 MODELS = {resource: (model, serializer) for model, (resource, serializer) in RESOURCES.items()}
 PERMISSION_ACTIONS = {Operation.CREATE: "add", Operation.UPDATE: "change", Operation.DELETE: "delete"}
@@ -45,6 +46,7 @@ def prepare(
     ``target`` is the record to change when the caller fetched it already (None: not found).
     """
     model, serializer_class = MODELS[Resource(resource)]
+    _refuse_unknown_fields(resource, serializer_class, data)
     if operation == Operation.CREATE:
         if target_id is not None:
             raise ValidationError({"target_id": TARGET_NOT_ALLOWED})
@@ -106,6 +108,15 @@ def _validated(serializer_class, data: Mapping[str, Any], instance=None, partial
     except drf_serializers.ValidationError as exc:
         # A serializer's errors are keyed by field (or non_field_errors).
         raise ValidationError({"data": [_flatten(cast(dict[str, Any], exc.detail))]}) from exc
+
+
+def _refuse_unknown_fields(resource: str, serializer_class, data: Mapping[str, Any]) -> None:
+    """Only the fields the immediate request could write: anything else would be stored and never applied."""
+    writable = [name for name, field in _serializer(serializer_class, False).fields.items() if not field.read_only]
+    unknown = sorted(set(data) - set(writable))
+    if unknown:
+        message = UNKNOWN_FIELDS.format(fields=", ".join(unknown), resource=resource, writable=", ".join(writable))
+        raise ValidationError({"data": [message]})
 
 
 _per_thread = threading.local()

@@ -238,3 +238,30 @@ def test_batch_cancel(editor_client):
         other_kind.pk: ScheduledChangeStatus.SCHEDULED,
     }
     assert editor_client.post(f"{URL}cancel/", {"ids": []}).status_code == 400
+
+
+def test_data_takes_only_the_fields_the_record_kind_can_be_given(editor_client):
+    school = SchoolFactory()
+    change = {
+        "execute_at": in_seconds(3600).isoformat(),
+        "resource": "schools",
+        "operation": "update",
+        "target_id": school.pk,
+        "data": {"name": "New", "colour": "red", "id": 5},
+    }
+    response = editor_client.post(URL, change, format="json")
+    assert response.status_code == 400
+    [message] = response.json()["data"]
+    assert message.startswith("colour, id: not a field schools can be given")
+    assert not ScheduledChange.objects.exists()
+
+
+def test_execute_at_is_at_most_the_horizon_ahead(editor_client, settings):
+    settings.SCHEDULED_CHANGES_HORIZON_DAYS = 30
+    school = SchoolFactory()
+    change = {"resource": "schools", "operation": "update", "target_id": school.pk, "data": {"name": "Later"}}
+    too_far = editor_client.post(URL, {**change, "execute_at": in_seconds(31 * 86400).isoformat()}, format="json")
+    assert too_far.status_code == 400
+    assert "more than 30 days ahead" in too_far.json()["execute_at"][0]
+    within = editor_client.post(URL, {**change, "execute_at": in_seconds(29 * 86400).isoformat()}, format="json")
+    assert within.status_code == 201
