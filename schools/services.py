@@ -114,16 +114,18 @@ def _save(
     own_lane_is_new = opens_its_own_lane(instance)
     reload_parents(instance)
     instance.full_clean()
-    try:
-        with transaction.atomic():
-            instance.save()
-            if lane_before is not None and isinstance(instance, Grade | SchoolClass):
-                instance.carry_along()  # a grade or class moved with its students
-    except IntegrityError:
-        # With school lanes, writes to different schools run side by side, and a value unique
-        # across schools can be taken by another school between the check and the save.
-        instance.full_clean()  # now sees the committed row: a field error
-        raise
+    if sync_lanes.by_school():
+        # Writes to different schools run side by side, and a value unique across schools
+        # can be taken by another school between the check and the save: in a savepoint,
+        # so that the validation can run again and report it on its field.
+        try:
+            with transaction.atomic():
+                _insert_or_update(instance, moved=lane_before is not None)
+        except IntegrityError:
+            instance.full_clean()  # now sees the committed row: a field error
+            raise
+    else:
+        _insert_or_update(instance, moved=lane_before is not None)  # one lane lock: no check can race
     lane = lane_of(instance)
     held = unique_values(instance)
     # Found after the save: a write that gave up a value this one takes has committed by now.
@@ -142,6 +144,12 @@ def _save(
         releases=held_before - held,
     )
     return instance
+
+
+def _insert_or_update(instance: models.Model, *, moved: bool) -> None:
+    instance.save()
+    if moved and isinstance(instance, Grade | SchoolClass):
+        instance.carry_along()  # a grade or class moved to another school takes its students
 
 
 @transaction.atomic

@@ -85,21 +85,15 @@ def renew(token: str) -> bool:
     return bool(SyncLane.objects.filter(pk=lane).update(lease_expires_at=held_until(), lease_holder=_holder))
 
 
-def hold(lane: str, token: str) -> bool:
+def hold(lane: str, token: str) -> bool | None:
     """Lock the lane's row for the rest of the transaction, if this token still holds its lease.
 
-    For a write that is only right while the lease is ours; the lease cannot change hands
-    until the transaction ends.
+    Returns None when the lease is no longer this token's, otherwise whether an operator
+    paused the lane. For a write that is only right while the lease is ours; the lease
+    cannot change hands until the transaction ends.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("lease.hold() must run inside the transaction that depends on the lease.")
-    return SyncLane.objects.select_for_update().filter(pk=lane, lease_token=token).exists()
-
-
-def hold_and_read_pause(lane: str, token: str) -> bool | None:
-    """``hold()``, and whether an operator paused the lane; None if this token lost the lease."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("lease.hold_and_read_pause() must run inside the transaction that depends on the lease.")
     return (
         SyncLane.objects.select_for_update().filter(pk=lane, lease_token=token).values_list("paused", flat=True).first()
     )

@@ -80,14 +80,14 @@ def lock_lane(lane: str = DEFAULT_LANE) -> SyncLane:
     return SyncLane.objects.select_for_update().get_or_create(pk=lane)[0]
 
 
-def lock_lanes(lanes: Iterable[str]) -> None:
+def lock_lanes(names: Iterable[str]) -> None:
     """Lock several lanes' rows until the transaction ends, in name order.
 
     Every transaction that locks more than one lane locks them in this one order, so two
     of them never wait for each other.
     """
-    for lane in sorted(set(lanes)):
-        lock_lane(lane)
+    for name in sorted(set(names)):
+        lock_lane(name)
 
 
 def _take_sequence(lane: str) -> int:

@@ -190,7 +190,7 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
             status_code=result.status_code,
             error=result.error,
         )
-        paused = lease.hold_and_read_pause(lane, lease_token)
+        paused = lease.hold(lane, lease_token)
         if paused is None:
             # Superseded: whoever took the lane over goes on with it. The send still happened,
             # and may have been applied, whoever owns the entry now.
@@ -241,7 +241,7 @@ def record_send(sent: SentEntry, lease_token: str, *, unsent: list[int]) -> RunR
 def hand_over(lane: str, unsent: list[int], lease_token: str) -> RunResult:
     """Out of time: the unsent entries go back to pending and a fresh dispatch goes on under the same lease."""
     with transaction.atomic():
-        if not lease.hold(lane, lease_token):
+        if lease.hold(lane, lease_token) is None:
             return RunResult.LEASE_LOST
         _return_to_pending(unsent, timezone.now())
     wakeup.publish_dispatch(lane, lease_token)
