@@ -1,5 +1,6 @@
 """Settings for every School Sync process, read from the environment (see README)."""
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,11 +34,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
+    "accounts",
     "schools",
     "sync",
 ]
@@ -51,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -124,7 +128,49 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "rest_framework:login"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out account or address
+    "django.contrib.auth.backends.ModelBackend",
+    "rules.permissions.ObjectPermissionBackend",
+]
+LOGIN_URL = "admin:login"  # also for /api/docs/; the browsable API has its own sign-in only with DEBUG
+
+# Admin sessions last a working day from sign-in: use does not extend them, and closing the
+# browser ends them sooner.
+ADMIN_SESSION_HOURS = 8
+SESSION_COOKIE_AGE = ADMIN_SESSION_HOURS * 60 * 60
+SESSION_SAVE_EVERY_REQUEST = False
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# API tokens (knox) are stored hashed and expire API_TOKEN_TTL_HOURS after sign-in; a password
+# change revokes them (accounts.tokens).
+API_TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 10)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS),
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
+# Lockout (django-axes) on every sign-in: the admin, the token endpoint, the browsable API.
+# LOGIN_FAILURE_LIMIT failures lock the account whatever the address, and the address whatever
+# the account, until LOGIN_LOCKOUT_MINUTES after the last counted failure; attempts while locked
+# do not extend it, and a successful sign-in clears the count. The address is the one the API's
+# throttles use (API_NUM_PROXIES).
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+if min(API_TOKEN_TTL_HOURS, LOGIN_FAILURE_LIMIT, LOGIN_LOCKOUT_MINUTES) < 1:
+    raise ImproperlyConfigured("API_TOKEN_TTL_HOURS, LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be at least 1.")
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_VERBOSE = False  # no banner at every start; lockouts are still logged
+# Failures are recorded for the lockout; successful sign-ins are not (that log would open a
+# session for every token sign-in). Django keeps each user's last_login.
+AXES_DISABLE_ACCESS_LOG = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -161,13 +207,18 @@ X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Any signed-in user may read; writes need the model's add/change/delete permission.
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "rest_framework.permissions.DjangoModelPermissions",
+    ],
+    # JSON only; the browsable API (HTML pages and forms for every record) with DEBUG.
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     ],
     "DEFAULT_FILTER_BACKENDS": [
         "config.inputs.FilterBackend",

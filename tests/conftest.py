@@ -1,7 +1,11 @@
+import importlib
+
 import pytest
 from django.core.cache import cache
+from django.urls import clear_url_caches
 from rest_framework.test import APIClient
 
+import config.urls
 from tests.factories import UserFactory
 from tests.helpers import api_client_for
 
@@ -70,3 +74,19 @@ def editor_client(editor):
 def operator_client(db):
     """A user allowed to retry and cancel operation log entries."""
     return api_client_for(UserFactory(permissions=["sync.retry_operationlog", "sync.cancel_operationlog"]))
+
+
+@pytest.fixture
+def debug_urls(settings):
+    """The URLs as DEBUG builds them (the browsable API's sign-in page), for one test."""
+    debug = settings.DEBUG
+    settings.DEBUG = True
+    _reload_urls()
+    yield
+    settings.DEBUG = debug
+    _reload_urls()
+
+
+def _reload_urls():
+    importlib.reload(config.urls)
+    clear_url_caches()

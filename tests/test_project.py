@@ -38,10 +38,10 @@ def test_schema_and_docs_need_a_signed_in_user(client, anon_client):
     assert anon_client.get("/api/schema/").status_code == 401
     response = client.get("/api/docs/")
     assert response.status_code == 302
-    assert response["Location"] == "/api-auth/login/?next=/api/docs/"
+    assert response["Location"] == "/admin/login/?next=/api/docs/"
 
 
-def test_a_user_who_is_not_staff_can_sign_in_for_the_docs(client, reader):
+def test_in_development_a_user_who_is_not_staff_can_sign_in_for_the_docs(client, reader, debug_urls):
     from tests.factories import USER_PASSWORD
 
     response = client.post(

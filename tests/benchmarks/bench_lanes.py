@@ -144,10 +144,10 @@ def _quiet_lag(simulator) -> dict:
 def _writes(url: str, mode: str, deliver: bool) -> dict:
     """CLIENTS clients creating students, client i in school i, via gunicorn in `mode`; a sync worker if `deliver`."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_superuser": True})
-    token = Token.objects.get_or_create(user=user)[0].key
+    _, token = AuthToken.objects.create(user=user)
     env = {"SYNC_LANES": mode, "SYNC_API_URL": url}
     web = harness.gunicorn(port := harness.free_port(), workers=3)
     web = (web[0], web[1], web[2], env)

@@ -37,12 +37,12 @@ REFERENCE = {"creates_per_second": 1396, "cancels_per_second": 1920}
 def main() -> dict:
     harness.fresh_database()
     harness.setup_django()
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from schools.models import School
     from schools.services import school_create
 
-    token = Token.objects.create(user=_superuser()).key
+    _, token = AuthToken.objects.create(user=_superuser())
     schools = [school_create(name=f"Bench school {n}").pk for n in range(TARGET_SCHOOLS)]
     assert School.objects.count() == TARGET_SCHOOLS
     port = harness.free_port()

@@ -30,11 +30,11 @@ def main() -> dict:
     harness.fresh_database()
     harness.setup_django()
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from tests.helpers import running_simulator
 
-    token = Token.objects.create(user=get_user_model().objects.create_superuser("bench", password=None)).key
+    _, token = AuthToken.objects.create(user=get_user_model().objects.create_superuser("bench", password=None))
     results = {"clients": CLIENTS}
     with running_simulator() as (simulator, url):
         simulator.configure(latency_scale=1.0)

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from schools.services import record_update, school_create
 from sync.dispatcher import sweep
@@ -173,7 +173,7 @@ def test_writes_succeed_while_the_broker_is_down_and_the_sweep_delivers_later(
         "Quit the server with",
         CELERY_BROKER_URL=dead_broker,
     )
-    token = Token.objects.create(user=UserFactory(is_superuser=True)).key
+    _, token = AuthToken.objects.create(user=UserFactory(is_superuser=True))
 
     durations = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Token {token}"}) as web:
