@@ -128,6 +128,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Object permissions (django-rules, registered in schools.access) narrow the model
+# permissions to the records of a user's schools.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out account or address
     "django.contrib.auth.backends.ModelBackend",
@@ -210,10 +212,11 @@ REST_FRAMEWORK = {
         "accounts.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Any signed-in user may read; writes need the model's add/change/delete permission.
+    # Reads need the model's view permission, writes its add/change/delete permission;
+    # school records are further narrowed to the user's schools (schools.access).
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
-        "rest_framework.permissions.DjangoModelPermissions",
+        "config.permissions.ModelPermissions",
     ],
     # JSON only; the browsable API (HTML pages and forms for every record) with DEBUG.
     "DEFAULT_RENDERER_CLASSES": [
@@ -354,6 +357,9 @@ if SYNC_MAX_IN_FLIGHT < 0:
     raise ImproperlyConfigured("SYNC_MAX_IN_FLIGHT must be 0 (no cap) or more.")
 # How far ahead a change may be scheduled.
 SCHEDULED_CHANGES_HORIZON_DAYS = env_int("SCHEDULED_CHANGES_HORIZON_DAYS", 365)
+# How many changes one user may schedule a minute, and have waiting to run.
+SCHEDULED_CHANGES_PER_MINUTE = env_int("SCHEDULED_CHANGES_PER_MINUTE", 2000)
+SCHEDULED_CHANGES_MAX_PENDING = env_int("SCHEDULED_CHANGES_MAX_PENDING", 20000)
 # Succeeded and cancelled entries (and their attempts) are purged this many days after
 # they were closed; pending, in-progress and failed entries are never purged.
 SYNC_RETENTION_DAYS = env_int("SYNC_RETENTION_DAYS", 30)

@@ -18,6 +18,7 @@ admin.site.index_title = "Records and sync"
 
 router = DefaultRouter()
 router.register("schools", schools_api.SchoolViewSet)
+router.register(r"schools/(?P<school_pk>[0-9]+)/members", schools_api.SchoolMemberViewSet, basename="school-member")
 router.register("grades", schools_api.GradeViewSet)
 router.register("classes", schools_api.SchoolClassViewSet)
 router.register("teachers", schools_api.TeacherViewSet)

@@ -9,11 +9,11 @@ from django.http import HttpResponseRedirect
 
 from config.api import CONCURRENT_CHANGE
 from config.errors import ConflictError
+from schools import access
 from schools.lanes import lane_of
-from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
+from schools.models import Grade, ScheduledChange, School, SchoolClass, SchoolMembership, Student, Teacher
 from schools.scheduling.services import NotCancellableError, scheduled_change_cancel
-from schools.scheduling.validation import required_permission
-from schools.services import record_add, record_delete, record_update
+from schools.services import RESOURCES, record_add, record_delete, record_update
 from sync.admin import ReadOnlyAdminMixin
 from sync.recorder import lock_lanes
 
@@ -38,7 +38,20 @@ class ChangedAsShownMixin:
         return formfield
 
 
-class ServiceWritesMixin(ChangedAsShownMixin, _ModelAdmin):
+class InUsersSchoolsMixin(_ModelAdmin):
+    """Rows, foreign-key choices and (through the related admins) autocomplete narrowed to the user's schools."""
+
+    def get_queryset(self, request):
+        return access.scoped(super().get_queryset(request), request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        related = db_field.related_model
+        if related in access.SCHOOL_ID_PATHS and "queryset" not in kwargs:
+            kwargs["queryset"] = access.scoped(related._default_manager.all(), request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ServiceWritesMixin(InUsersSchoolsMixin, ChangedAsShownMixin, _ModelAdmin):
     """Route every admin write (forms, inlines, bulk delete) through the services.
 
     The forms check the same rules first; what only the service can find out (a clash
@@ -89,6 +102,9 @@ class ServiceWritesMixin(ChangedAsShownMixin, _ModelAdmin):
                 record_delete(instance=obj, actor=request.user)
 
     def save_formset(self, request, form, formset, change):
+        if formset.model not in RESOURCES:  # memberships: not school records, nothing to sync
+            super().save_formset(request, form, formset, change)
+            return
         # commit=False fills deleted_objects, new_objects and changed_objects without writing.
         formset.save(commit=False)
         for obj in formset.deleted_objects:
@@ -106,14 +122,14 @@ def _changed_fields(obj, names: list[str]) -> dict:
     return {name: getattr(obj, name) for name in names if name in model_fields}
 
 
-class GradeInline(ChangedAsShownMixin, admin.TabularInline):
+class GradeInline(InUsersSchoolsMixin, ChangedAsShownMixin, admin.TabularInline):
     model = Grade
     fields = ["level", "name"]
     extra = 0
     show_change_link = True
 
 
-class SchoolClassInline(ChangedAsShownMixin, admin.TabularInline):
+class SchoolClassInline(InUsersSchoolsMixin, ChangedAsShownMixin, admin.TabularInline):
     model = SchoolClass
     fields = ["name", "homeroom_teacher"]
     autocomplete_fields = ["homeroom_teacher"]
@@ -121,11 +137,25 @@ class SchoolClassInline(ChangedAsShownMixin, admin.TabularInline):
     show_change_link = True
 
 
+class SchoolMembershipInline(admin.TabularInline):
+    """Who acts on the school's records; their permissions say what they may do there."""
+
+    model = SchoolMembership
+    fields = ["user", "created_at"]
+    readonly_fields = ["created_at"]
+    extra = 0
+    verbose_name = "member"
+    verbose_name_plural = "members"
+
+
 @admin.register(School)
 class SchoolAdmin(ServiceWritesMixin, admin.ModelAdmin):
     list_display = ["name", "address", "updated_at"]
     search_fields = ["name", "address"]
-    inlines = [GradeInline]
+    inlines = [GradeInline, SchoolMembershipInline]
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and access.may_access(request.user, [None])
 
 
 @admin.register(Grade)
@@ -173,7 +203,7 @@ class StudentAdmin(ServiceWritesMixin, admin.ModelAdmin):
 
 
 @admin.register(ScheduledChange)
-class ScheduledChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ScheduledChangeAdmin(InUsersSchoolsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Scheduled changes are made through the API; here they can be watched and cancelled."""
 
     list_display = [
@@ -181,6 +211,7 @@ class ScheduledChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "operation",
         "resource",
         "target_id",
+        "school_id",
         "status",
         "attempt_count",
         "created_by",
@@ -197,8 +228,10 @@ class ScheduledChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def cancel_changes(self, request, queryset):
         cancelled = 0
         for change in queryset:
-            if not request.user.has_perm(required_permission(change.resource, change.operation)):
-                self.message_user(request, f"{change}: you may not make this change.", messages.WARNING)
+            if not request.user.has_perm(access.CANCEL_SCHEDULED_CHANGE, change):
+                self.message_user(
+                    request, f"{change}: only its creator, or who may delete it, may cancel it.", messages.WARNING
+                )
                 continue
             try:
                 scheduled_change_cancel(change=change, actor=request.user)

@@ -6,7 +6,7 @@ from typing import TypeVar
 from django.db import models, transaction
 
 from config.errors import ConflictError
-from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.models import Grade, School, SchoolClass, Student, Teacher, school_id_of
 from sync import lanes
 from sync.recorder import lock_lanes
 
@@ -55,15 +55,7 @@ def require(needed: Iterable[str], locked: frozenset[str]) -> None:
 
 def lane_of(instance: models.Model) -> str:
     """The lane of a record's school; for a student, its class's."""
-    if isinstance(instance, School):
-        return lanes.lane_of_school(instance.pk)
-    if isinstance(instance, Grade | Teacher):
-        return lanes.lane_of_school(instance.school_id)
-    if isinstance(instance, SchoolClass):
-        return lanes.lane_of_school(instance.grade.school_id)
-    if isinstance(instance, Student):
-        return lanes.lane_of_school(instance.school_class.grade.school_id)
-    raise TypeError(f"{type(instance).__name__} has no lane")
+    return lanes.lane_of_school(school_id_of(instance))
 
 
 def reload_parents(instance: models.Model) -> None:

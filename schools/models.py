@@ -3,6 +3,7 @@
 Rules that span rows live in ``clean()``, which the services and the admin forms both run;
 the scheduled change model lives with the rest of scheduling and is imported at the end."""
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -46,6 +47,7 @@ class School(TimestampedModel):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("access_all_schools", "Can act on the records of every school (district staff)")]
 
     def __str__(self) -> str:
         return self.name
@@ -229,6 +231,36 @@ class Student(TimestampedModel):
             raise ValidationError({"student_number": STUDENT_NUMBER_TAKEN})
 
 
+class SchoolMembership(models.Model):
+    """A user who acts on one school's records, within what their permissions allow."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="school_memberships")
+    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["school", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "school"], name="membership_unique_per_user_and_school"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} at {self.school}"
+
+
+def school_id_of(record: models.Model) -> int | None:
+    """The school a record belongs to, as its parents are now; a new school has none yet."""
+    if isinstance(record, School):
+        return record.pk
+    if isinstance(record, Grade | Teacher | SchoolMembership):
+        return record.school_id
+    if isinstance(record, SchoolClass):
+        return record.grade.school_id
+    if isinstance(record, Student):
+        return record.school_class.grade.school_id
+    raise TypeError(f"{type(record).__name__} belongs to no school")
+
+
 MAX_NAMED = 5
 """Records named in one message; the rest are counted."""
 
@@ -264,6 +296,8 @@ __all__ = [
     "ScheduledChangeStatus",
     "School",
     "SchoolClass",
+    "SchoolMembership",
     "Student",
     "Teacher",
+    "school_id_of",
 ]

@@ -4,15 +4,34 @@ They check types, lengths and that referenced ids exist; the services check the 
 
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from schools.models import Grade, ScheduledChange, School, SchoolClass, Student, Teacher
+from schools import access
+from schools.models import Grade, ScheduledChange, School, SchoolClass, SchoolMembership, Student, Teacher
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-class SchoolSerializer(serializers.ModelSerializer):
+class InUsersSchoolsField(serializers.PrimaryKeyRelatedField):
+    """A reference to a record of the acting user's schools; any other id is "does not exist", a 400.
+
+    The user is the request's, or ``context["user"]`` (a scheduled change runs as its creator).
+    Without either, as when the services take a snapshot, nothing is narrowed.
+    """
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        user = self.context.get("user") or getattr(self.context.get("request"), "user", None)
+        return queryset if user is None or queryset is None else access.scoped(queryset, user)
+
+
+class RecordSerializer(serializers.ModelSerializer):
+    serializer_related_field = InUsersSchoolsField
+
+
+class SchoolSerializer(RecordSerializer):
     class Meta:
         model = School
         fields = ["id", "name", "address"]
@@ -20,14 +39,14 @@ class SchoolSerializer(serializers.ModelSerializer):
         extra_kwargs = {"name": {"validators": []}, "address": {"default": ""}}
 
 
-class GradeSerializer(serializers.ModelSerializer):
+class GradeSerializer(RecordSerializer):
     class Meta:
         model = Grade
         fields = ["id", "school", "level", "name"]
         validators: list[Any] = []
 
 
-class SchoolClassSerializer(serializers.ModelSerializer):
+class SchoolClassSerializer(RecordSerializer):
     class Meta:
         model = SchoolClass
         fields = ["id", "grade", "name", "homeroom_teacher"]
@@ -36,15 +55,15 @@ class SchoolClassSerializer(serializers.ModelSerializer):
         validators: list[Any] = []
 
 
-class TeacherSerializer(serializers.ModelSerializer):
+class TeacherSerializer(RecordSerializer):
     class Meta:
         model = Teacher
         fields = ["id", "school", "first_name", "last_name", "email"]
         validators: list[Any] = []
 
 
-class StudentSerializer(serializers.ModelSerializer):
-    school_class = serializers.PrimaryKeyRelatedField(queryset=SchoolClass.objects.select_related("grade"))
+class StudentSerializer(RecordSerializer):
+    school_class = InUsersSchoolsField(queryset=SchoolClass.objects.select_related("grade"))
 
     class Meta:
         model = Student
@@ -106,3 +125,13 @@ class ScheduledChangeCancelResultSerializer(serializers.Serializer):
     cancelled = serializers.ListField(child=serializers.UUIDField())
     not_cancellable = serializers.ListField(child=serializers.UUIDField(), help_text="Already started or finished.")
     not_found = serializers.ListField(child=serializers.UUIDField(), help_text="Unknown, or not yours to cancel.")
+
+
+class SchoolMemberSerializer(serializers.ModelSerializer):
+    user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all(), help_text="The user's id.")
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = SchoolMembership
+        fields = ["user", "username"]
+        validators: list[Any] = []

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from config.errors import ConflictError
 from schools.lanes import in_lanes, lane_of, opens_its_own_lane, reload_parents, require, unique_values
-from schools.models import Grade, School, SchoolClass, Student, Teacher
+from schools.models import Grade, School, SchoolClass, Student, Teacher, school_id_of
 from schools.serializers import (
     GradeSerializer,
     SchoolClassSerializer,
@@ -84,11 +84,19 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
 
     def write(locked: frozenset[str]) -> RecordT:
         current = _current(instance)
-        lane_before, held_before = lane_of(current), unique_values(current)
+        lane_before, held_before, school_before = lane_of(current), unique_values(current), school_id_of(current)
         require([lane_before], locked)
         for field, value in data.items():
             setattr(current, field, value)
-        return _save(current, Operation.UPDATE, actor, locked, lane_before=lane_before, held_before=held_before)
+        return _save(
+            current,
+            Operation.UPDATE,
+            actor,
+            locked,
+            lane_before=lane_before,
+            held_before=held_before,
+            school_before=school_before,
+        )
 
     return in_lanes(write, [lane_of(instance)])
 
@@ -109,6 +117,7 @@ def _save(
     *,
     lane_before: str | None = None,
     held_before: frozenset[str] | set[str] = frozenset(),
+    school_before: int | None = None,
 ) -> RecordT:
     """Validate, save and record a created or updated record, holding a slot in every lane it must follow."""
     own_lane_is_new = opens_its_own_lane(instance)
@@ -142,6 +151,7 @@ def _save(
         lane=lane,
         other_lanes=others,
         releases=held_before - held,
+        schools=(school_id_of(instance), school_before),
     )
     return instance
 
@@ -167,7 +177,7 @@ def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
         others = sync_lanes.switched_from(lane)
         require({lane, *others}, locked)
         payload = snapshot(current)
-        object_id = current.pk
+        object_id, school_id = current.pk, school_id_of(current)  # a deleted school has no pk
         try:
             current.delete()
         except models.ProtectedError as exc:
@@ -181,6 +191,7 @@ def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
             lane=lane,
             other_lanes=others,
             releases=unique_values(current),
+            schools=(school_id, None),
         )
 
     in_lanes(write, [lane_of(instance)])
@@ -196,6 +207,7 @@ def _record(
     lane: str,
     other_lanes: Iterable[str],
     releases: Iterable[str],
+    schools: tuple[int | None, int | None],
 ) -> None:
     resource, _ = RESOURCES[type(instance)]
     entry_create(
@@ -207,6 +219,8 @@ def _record(
         lane=lane,
         other_lanes=other_lanes,
         releases=releases,
+        school_id=schools[0],
+        other_school_id=schools[1],
     )
 
 

@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
+from schools import access
 from sync import views
 from sync.models import OperationAttempt, OperationLog, SyncLane
 from sync.services import (
@@ -49,6 +50,7 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "operation",
         "resource",
         "object_id",
+        "school_id",
         "status",
         "attempt_count",
         "next_attempt_at",
@@ -70,6 +72,8 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "operation",
         "resource",
         "object_id",
+        "school_id",
+        "other_school_id",
         "status",
         "attempt_count",
         "next_attempt_at",
@@ -92,6 +96,9 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="payload")
     def payload_pretty(self, obj: OperationLog) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
+
+    def get_queryset(self, request):
+        return access.scoped(super().get_queryset(request), request.user)
 
     def get_urls(self):
         dashboard = [
@@ -176,6 +183,9 @@ class SyncLaneAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["paused"]
     search_fields = ["name"]
     actions = ["pause_lanes", "resume_lanes"]
+
+    def get_queryset(self, request):
+        return access.scoped(super().get_queryset(request), request.user)
 
     def has_pause_permission(self, request):
         return request.user.has_perm("sync.pause_synclane")

@@ -1,16 +1,22 @@
 """REST endpoints for the operation log and the operator actions on it."""
 
+from django.db.models import Q
 from django.utils import timezone
+from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.permissions import HasPermission
+from schools import access
 from sync import overview
 from sync.models import OperationLog, SyncLane
 from sync.serializers import CancelSerializer, LaneStatusSerializer, OperationLogSerializer, SyncStatusSerializer
 from sync.services import entry_cancel, entry_retry, lane_pause, lane_resume
+
+VIEW_ENTRIES = "sync.view_operationlog"
 
 
 class CanOperate(permissions.BasePermission):
@@ -31,15 +37,31 @@ OPERATOR_RESPONSES = {
 }
 
 
+class OperationLogFilter(filters.FilterSet):
+    school = filters.NumberFilter(method="of_school", help_text="Only entries of this school (a move: of either).")
+
+    class Meta:
+        model = OperationLog
+        fields = ["status", "resource", "operation", "lane", "object_id", "school"]
+
+    def of_school(self, queryset, name, value):
+        return queryset.filter(Q(school_id=value) | Q(other_school_id=value))
+
+
 class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
+    """The entries of the user's schools; reading needs sync.view_operationlog."""
+
     queryset = OperationLog.objects.select_related("actor", "cancelled_by", "retried_by").prefetch_related(
         "other_slots"
     )
     serializer_class = OperationLogSerializer
-    filterset_fields = ["status", "resource", "operation", "lane", "object_id"]
+    filterset_class = OperationLogFilter
     search_fields = ["=idempotency_key"]
     ordering_fields = ["sequence", "created_at"]
     ordering = ["-sequence"]
+
+    def get_queryset(self):
+        return access.scoped(super().get_queryset(), self.request.user)
 
     @extend_schema(request=None, responses=OPERATOR_RESPONSES)
     @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, CanOperate])
@@ -61,16 +83,17 @@ class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class SyncStatusView(APIView):
-    """Delivery progress: counts per status, lag, last pushed sequence and the external system's health.
+    """Delivery progress of the user's schools: counts per status, lag, lanes and the external system's health.
 
     Reads the database and the cached health probe only; it never calls the external system.
     """
 
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, HasPermission]
+    required_permission = VIEW_ENTRIES
 
     @extend_schema(responses=SyncStatusSerializer)
     def get(self, request):
-        return Response(SyncStatusSerializer(overview.sync_status(timezone.now())).data)
+        return Response(SyncStatusSerializer(overview.sync_status_for(request.user, timezone.now())).data)
 
 
 class CanPauseLanes(permissions.BasePermission):
@@ -81,12 +104,17 @@ class CanPauseLanes(permissions.BasePermission):
 
 
 class SyncLaneViewSet(viewsets.GenericViewSet):
-    """Every lane with its backlog, lag and pause; operators pause and resume a lane."""
+    """The lanes of the user's schools with their backlog, lag and pause; operators pause and resume a lane."""
 
     queryset = SyncLane.objects.order_by("name")
+    permission_classes = [permissions.IsAuthenticated, HasPermission]
+    required_permission = VIEW_ENTRIES
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
     serializer_class = LaneStatusSerializer
+
+    def get_queryset(self):
+        return access.scoped(super().get_queryset(), self.request.user)
 
     def list(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -113,6 +141,7 @@ class SyncLaneViewSet(viewsets.GenericViewSet):
 
     def _overview(self, lanes):
         names = [lane.pk for lane in lanes]
+        entries = access.scoped(OperationLog.objects.all(), self.request.user)
         return self.get_serializer(
-            overview.lane_overview(timezone.now(), SyncLane.objects.filter(pk__in=names)), many=True
+            overview.lane_overview(timezone.now(), SyncLane.objects.filter(pk__in=names), entries), many=True
         ).data

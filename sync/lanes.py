@@ -15,8 +15,11 @@ def by_school() -> bool:
     return settings.SYNC_LANES == "school"
 
 
-def lane_of_school(school_id: int) -> str:
-    """The lane a change to this school's records goes to, in the configured mode."""
+def lane_of_school(school_id: int | None) -> str:
+    """The lane a change to this school's records goes to, in the configured mode.
+
+    A school being created has no id yet: only the global lane can be named for it.
+    """
     return f"{SCHOOL_LANE_PREFIX}{school_id}" if by_school() else DEFAULT_LANE
 
 

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sync import overview
 from sync.client import PushResult
 from sync.health import read_health
-from sync.models import EntryStatus, Outcome
+from sync.models import EntryStatus, OperationLog, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def lane_metrics(lanes: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
 
 class SyncCollector(Collector):
     def collect(self) -> Iterator:
-        counts = overview.status_counts()
+        counts = overview.status_counts(OperationLog.objects.all())
         entries = GaugeMetricFamily("sync_entries", "Operation log entries by status.", labels=["status"])
         for status in EntryStatus.values:
             entries.add_metric([status], counts[status])

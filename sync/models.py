@@ -123,6 +123,14 @@ class OperationLog(models.Model):
         encoder=DjangoJSONEncoder,
         help_text="The record as the REST API showed it right after the change (before it, for a delete).",
     )
+    school_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The school the record belongs to. An id, not a link: the entry outlives the record and its school.",
+    )
+    other_school_id = models.BigIntegerField(
+        null=True, blank=True, help_text="For a move between schools: the school the record left."
+    )
     status = models.CharField(max_length=16, choices=EntryStatus.choices, default=EntryStatus.PENDING)
     attempt_count = models.PositiveIntegerField(default=0, help_text="How many times the entry was sent.")
     maybe_applied = models.BooleanField(
@@ -174,6 +182,13 @@ class OperationLog(models.Model):
             # Retention purge and the dashboard's 24-hour history: entries closed since a time.
             models.Index(fields=["updated_at"], name="operationlog_updated_at"),
             models.Index(fields=["resource", "object_id"], name="operationlog_object"),
+            # A school's entries, for people who see only their schools' part of the log.
+            models.Index(fields=["school_id", "sequence"], name="operationlog_school"),
+            models.Index(
+                fields=["other_school_id"],
+                name="operationlog_other_school",
+                condition=models.Q(other_school_id__isnull=False),
+            ),
         ]
         permissions = [
             ("retry_operationlog", "Can retry a failed or waiting entry"),

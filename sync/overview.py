@@ -18,6 +18,7 @@ from django.db.models import (
     When,
 )
 
+from schools import access
 from sync import lease
 from sync.health import read_health
 from sync.lanes import by_school
@@ -27,16 +28,19 @@ from sync.selectors import blocks_on_failure, holding_statuses
 HISTORY_HOURS = 24
 
 
-def status_counts() -> dict[str, int]:
+def status_counts(entries: QuerySet[OperationLog]) -> dict[str, int]:
     counts = dict.fromkeys(EntryStatus.values, 0)
-    counts.update(OperationLog.objects.order_by().values_list("status").annotate(n=Count("pk")))
+    counts.update(entries.order_by().values_list("status").annotate(n=Count("pk")))
     return counts
 
 
-def lane_overview(now: datetime, lanes: QuerySet[SyncLane] | None = None) -> list[dict[str, Any]]:
+def lane_overview(
+    now: datetime, lanes: QuerySet[SyncLane] | None = None, entries: QuerySet[OperationLog] | None = None
+) -> list[dict[str, Any]]:
     """Every lane (or those given) with its backlog, lag, pause and chain, and the failed entry it waits on.
 
     An entry with slots in other lanes counts in each of those lanes' figures too: they wait for it.
+    The failed entry is shown only if it is one of ``entries`` (those the reader may see).
     """
     holding = holding_statuses()
     own_head = OperationLog.objects.filter(lane=OuterRef("pk"), status__in=holding).order_by("sequence")
@@ -59,7 +63,8 @@ def lane_overview(now: datetime, lanes: QuerySet[SyncLane] | None = None) -> lis
         figures["failed"] += slots["failed"]
         figures["oldest"] = min(filter(None, (figures["oldest"], slots["oldest"])), default=None)
     heads = {lane.pk: _head_id(lane) for lane in rows}
-    head_entries = OperationLog.objects.in_bulk([head for head in heads.values() if head is not None])
+    visible = entries if entries is not None else OperationLog.objects.all()
+    head_entries = visible.in_bulk([head for head in heads.values() if head is not None])
     overview = []
     for lane in rows:
         figures = backlog.get(lane.pk, {})
@@ -109,12 +114,12 @@ def _failed(entry: OperationLog | None) -> OperationLog | None:
     return entry if entry is not None and entry.status == EntryStatus.FAILED else None
 
 
-def pushes_since(since: datetime) -> int:
+def pushes_since(since: datetime, entries: QuerySet[OperationLog]) -> int:
     # updated_at >= pushed_at, so the updated_at index narrows the scan.
-    return OperationLog.objects.filter(updated_at__gte=since, pushed_at__gte=since).count()
+    return entries.filter(updated_at__gte=since, pushed_at__gte=since).count()
 
 
-def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
+def history(now: datetime, entries: QuerySet[OperationLog], hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
     """Per hour over the last day: pushes made, and the lag (age of the oldest open entry) at its end.
 
     Derived from the entries themselves in one query: an entry is open from its creation
@@ -138,7 +143,7 @@ def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
             "created_at", filter=Q(created_at__lte=end) & (Q(closed_at__isnull=True) | Q(closed_at__gt=end))
         )
     row = (
-        OperationLog.objects.filter(Q(updated_at__gte=start) | Q(status__in=OPEN_STATUSES))
+        entries.filter(Q(updated_at__gte=start) | Q(status__in=OPEN_STATUSES))
         .annotate(closed_at=closed_at)
         .aggregate(**aggregates)
     )
@@ -152,20 +157,27 @@ def history(now: datetime, hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
     ]
 
 
-def sync_status(now: datetime) -> dict[str, Any]:
-    """What GET /api/sync/status/ returns; the dashboard shows the same numbers."""
-    lanes = lane_overview(now)
-    ages = [lane["oldest_pending_age_seconds"] for lane in lanes if lane["oldest_pending_age_seconds"] is not None]
-    pushed = [lane for lane in lanes if lane["last_pushed_at"] is not None]
+def sync_status(now: datetime, lanes: QuerySet[SyncLane], entries: QuerySet[OperationLog]) -> dict[str, Any]:
+    """What GET /api/sync/status/ returns, over these lanes and entries; the dashboard shows the same numbers."""
+    overview = lane_overview(now, lanes, entries)
+    ages = [lane["oldest_pending_age_seconds"] for lane in overview if lane["oldest_pending_age_seconds"] is not None]
+    pushed = [lane for lane in overview if lane["last_pushed_at"] is not None]
     latest = max(pushed, key=lambda lane: lane["last_pushed_at"], default=None)
     # With school lanes, sequences of different lanes cannot be compared: no one "last pushed".
     last_pushed_sequence = latest["last_pushed_sequence"] if latest and not by_school() else None
     return {
-        "counts": status_counts(),
+        "counts": status_counts(entries),
         "last_pushed_sequence": last_pushed_sequence,
         "last_pushed_at": latest["last_pushed_at"] if latest else None,
         "oldest_pending_age_seconds": max(ages, default=None),
-        "pushes_last_hour": pushes_since(now - timedelta(hours=1)),
+        "pushes_last_hour": pushes_since(now - timedelta(hours=1), entries),
         "external": read_health(),
-        "lanes": lanes,
+        "lanes": overview,
     }
+
+
+def sync_status_for(user: Any, now: datetime) -> dict[str, Any]:
+    """The status over the lanes and entries of the user's schools (every lane and entry, for district staff)."""
+    return sync_status(
+        now, access.scoped(SyncLane.objects.all(), user), access.scoped(OperationLog.objects.all(), user)
+    )

@@ -23,12 +23,15 @@ def entry_create(
     lane: str = DEFAULT_LANE,
     other_lanes: Iterable[str] = (),
     releases: Iterable[str] = (),
+    school_id: int | None = None,
+    other_school_id: int | None = None,
 ) -> OperationLog:
     """Insert the outbox entry for a change; call it as the last step of the writing transaction.
 
     The entry takes the next sequence of its lane and a slot (a sequence) in each of
     ``other_lanes``: the lanes of the other schools a change involves. ``releases`` names
-    the values unique across lanes the change gave up (see ReleasedValue). The lane rows stay
+    the values unique across lanes the change gave up (see ReleasedValue). ``school_id`` is the
+    school of the record, ``other_school_id`` the one a move took it from. The lane rows stay
     locked until the transaction ends, so a transaction that takes a sequence commits
     before any other transaction can take the next one: readers never see a lower sequence
     appear after a higher one (I3). Registers one dispatcher kick per lane and
@@ -51,6 +54,8 @@ def entry_create(
         object_id=object_id,
         payload=payload,
         actor=actor,
+        school_id=school_id,
+        other_school_id=other_school_id if other_school_id != school_id else None,
     )
     OperationSlot.objects.bulk_create(
         OperationSlot(entry=entry, lane_id=other, sequence=_take_sequence(other)) for other in others

@@ -27,6 +27,12 @@ class OperationLogSerializer(serializers.ModelSerializer):
         slug_field="username", read_only=True
     )
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
+    school = serializers.IntegerField(
+        source="school_id", read_only=True, allow_null=True, help_text="The id of the record's school."
+    )
+    other_school = serializers.IntegerField(
+        source="other_school_id", read_only=True, allow_null=True, help_text="For a move: the school it left."
+    )
 
     class Meta:
         model = OperationLog
@@ -39,6 +45,8 @@ class OperationLogSerializer(serializers.ModelSerializer):
             "operation",
             "resource",
             "object_id",
+            "school",
+            "other_school",
             "payload",
             "status",
             "attempts",

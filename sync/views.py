@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.api import signed_in_user
 from config.errors import ConflictError
+from schools import access
 from sync import charts, metrics, overview
 from sync.models import EntryStatus, OperationLog, SyncLane
 from sync.services import entry_cancel, entry_retry, lane_pause, lane_resume
@@ -25,14 +26,14 @@ LANE_ACTIONS = {"pause": lane_pause, "resume": lane_resume}
 
 def dashboard(request: HttpRequest, admin_context: dict) -> TemplateResponse:
     now = timezone.now()
-    status = overview.sync_status(now)
+    status = overview.sync_status_for(request.user, now)
     context = {
         **admin_context,
         "title": "Sync dashboard",
         "status": status,
         "statuses": [(value, label, status["counts"][value]) for value, label in EntryStatus.choices],
         "lag": charts.format_seconds(status["oldest_pending_age_seconds"]),
-        "chart": charts.history_chart(overview.history(now)),
+        "chart": charts.history_chart(overview.history(now, access.scoped(OperationLog.objects.all(), request.user))),
         "blocked_lanes": [lane for lane in status["lanes"] if lane["blocked_by"] is not None],
         "can_retry": request.user.has_perm("sync.retry_operationlog"),
         "can_cancel": request.user.has_perm("sync.cancel_operationlog"),
@@ -46,7 +47,7 @@ def dashboard(request: HttpRequest, admin_context: dict) -> TemplateResponse:
 def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponseRedirect:
     if action not in OPERATOR_ACTIONS or not request.user.has_perm(f"sync.{action}_operationlog"):
         raise PermissionDenied
-    entry = get_object_or_404(OperationLog, pk=pk)
+    entry = get_object_or_404(access.scoped(OperationLog.objects.all(), request.user), pk=pk)
     options = {"confirmed": request.POST.get("confirm") == "yes"} if action == "cancel" else {}
     try:
         OPERATOR_ACTIONS[action](entry=entry, actor=signed_in_user(request), **options)
@@ -61,7 +62,7 @@ def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponse
 def dashboard_lane_action(request: HttpRequest, name: str, action: str) -> HttpResponseRedirect:
     if action not in LANE_ACTIONS or not request.user.has_perm("sync.pause_synclane"):
         raise PermissionDenied
-    lane = get_object_or_404(SyncLane, pk=name)
+    lane = get_object_or_404(access.scoped(SyncLane.objects.all(), request.user), pk=name)
     LANE_ACTIONS[action](lane=lane, actor=signed_in_user(request))
     messages.success(request, f"Lane {lane.name} {'paused' if action == 'pause' else 'resumed'}.")
     return HttpResponseRedirect(reverse("admin:sync_dashboard"))

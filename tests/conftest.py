@@ -13,6 +13,8 @@ RECORD_MODELS = ["school", "grade", "schoolclass", "teacher", "student"]
 ALL_RECORD_PERMISSIONS = [
     f"schools.{action}_{model}" for model in RECORD_MODELS for action in ("view", "add", "change", "delete")
 ]
+VIEW_RECORD_PERMISSIONS = [f"schools.view_{model}" for model in RECORD_MODELS]
+DISTRICT = "schools.access_all_schools"
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +37,14 @@ def _clear_cache():
 
 @pytest.fixture
 def reader(db):
-    """A signed-in user without any model permission: may read, may not write."""
-    return UserFactory()
+    """District staff who may read every school's records and scheduled changes, and change none."""
+    return UserFactory(permissions=[*VIEW_RECORD_PERMISSIONS, "schools.view_scheduledchange", DISTRICT])
 
 
 @pytest.fixture
 def editor(db):
-    """A user allowed to add, change and delete every kind of record."""
-    return UserFactory(permissions=ALL_RECORD_PERMISSIONS)
+    """District staff allowed to read, add, change and delete every kind of record of every school."""
+    return UserFactory(permissions=[*ALL_RECORD_PERMISSIONS, DISTRICT])
 
 
 @pytest.fixture
@@ -72,8 +74,12 @@ def editor_client(editor):
 
 @pytest.fixture
 def operator_client(db):
-    """A user allowed to retry and cancel operation log entries."""
-    return api_client_for(UserFactory(permissions=["sync.retry_operationlog", "sync.cancel_operationlog"]))
+    """District staff allowed to read, retry and cancel operation log entries."""
+    return api_client_for(
+        UserFactory(
+            permissions=["sync.view_operationlog", "sync.retry_operationlog", "sync.cancel_operationlog", DISTRICT]
+        )
+    )
 
 
 @pytest.fixture

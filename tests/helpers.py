@@ -25,7 +25,7 @@ from sync import dispatcher, lease, runs, selectors
 from sync.models import DEFAULT_LANE, OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
 from sync.simulator import ExternalSimulator
 from sync.simulator_server import SimulatorServer
-from tests.factories import SchoolFactory
+from tests.factories import SchoolFactory, UserFactory
 
 POLL_INTERVAL_SECONDS = 0.05
 
@@ -93,6 +93,20 @@ def move_student(student: Student, school_class: SchoolClass, when=None, **extra
         "data": {"school_class": school_class.pk},
         **extra,
     }
+
+
+def schedule(**change) -> ScheduledChange:
+    """A scheduled change, made by district staff who may make any change unless ``actor`` names who."""
+    from schools.scheduling.services import scheduled_change_create
+
+    if change.get("actor") is None:
+        change["actor"] = district_staff()
+    return scheduled_change_create(**change)
+
+
+def district_staff():
+    """A superuser: every permission, every school."""
+    return UserFactory(is_staff=True, is_superuser=True)
 
 
 def make_due(*changes: ScheduledChange) -> None:

@@ -32,6 +32,15 @@ class ScheduledChange(models.Model):
     operation = models.CharField(max_length=16, choices=Operation.choices)
     target_id = models.BigIntegerField(null=True, blank=True, help_text="The record to update or delete.")
     data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    school_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text=(
+            "The school of the record it changes (for a create, of its parent; none for a new school). "
+            "An id, not a link: the change outlives the school."
+        ),
+    )
     status = models.CharField(
         max_length=16, choices=ScheduledChangeStatus.choices, default=ScheduledChangeStatus.SCHEDULED
     )

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from celery import signature
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -14,12 +15,12 @@ from django.utils import timezone
 
 from schools.scheduling import wakeups
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
-from schools.scheduling.validation import error_text, prepare
+from schools.scheduling.validation import MODELS, creator_refusal, error_text, prepare
 from schools.services import RecordInUseError, record_create, record_delete, record_update
 from sync import lanes
 from sync.backoff import backoff_seconds
 from sync.clock import DatabaseNow, database_now_plus
-from sync.models import DEFAULT_LANE, Operation
+from sync.models import DEFAULT_LANE, Operation, Resource
 from sync.recorder import lock_lanes
 
 logger = logging.getLogger(__name__)
@@ -183,8 +184,14 @@ def _execute_in_savepoint(change: ScheduledChange) -> str:
 
 
 def _apply(change: ScheduledChange) -> int:
-    prepared = prepare(change.resource, change.operation, change.target_id, change.data)
-    actor = change.created_by
+    """Make the change as its creator, with the rights they have now; ValidationError says why not."""
+    model, _ = MODELS[Resource(change.resource)]
+    target = model._default_manager.filter(pk=change.target_id).first() if change.target_id is not None else None
+    refusal = creator_refusal(change, target)
+    if refusal:
+        raise ValidationError(refusal)
+    actor = cast(User, change.created_by)  # creator_refusal() refused a change without one
+    prepared = prepare(change.resource, change.operation, change.target_id, change.data, user=actor, target=target)
     if change.operation == Operation.CREATE:
         return record_create(model=prepared.model, data=prepared.data, actor=actor).pk
     instance = cast(models.Model, prepared.instance)  # an update's or delete's target; prepare() raised if missing

@@ -1,8 +1,6 @@
 """Creating and cancelling scheduled changes: validated when created, all or none per batch."""
 
-import functools
 import logging
-import operator
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -11,13 +9,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from config.errors import ConflictError
 from schools.scheduling import wakeups
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
-from schools.scheduling.validation import prepare, targets, validate_as_immediate
+from schools.scheduling.validation import prepare, school_of_change, targets, validate_as_immediate
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +25,27 @@ PAST_TOLERANCE_SECONDS = 60
 EXECUTE_AT_IN_THE_PAST = "execute_at is in the past."
 EXECUTE_AT_TOO_FAR = "execute_at is more than {days} days ahead (SCHEDULED_CHANGES_HORIZON_DAYS)."
 NOT_CANCELLABLE = "Only a scheduled change can be cancelled; this one is {status}."
+TOO_MANY_PER_MINUTE = (
+    "You may schedule at most {limit} changes a minute (SCHEDULED_CHANGES_PER_MINUTE); "
+    "{recent} were scheduled in the last minute. Try again in a minute."
+)
+TOO_MANY_PENDING = (
+    "You may have at most {limit} changes waiting to run (SCHEDULED_CHANGES_MAX_PENDING); "
+    "{pending} are waiting. Cancel some, or wait for them to run."
+)
+LIMIT_WINDOW_SECONDS = 60
 
 
 class NotCancellableError(ConflictError):
     """The change has started or finished; it can no longer be cancelled."""
+
+
+class SchedulingLimitError(Exception):
+    """The user has scheduled as many changes as they may for now; ``retry_after`` in seconds, if known."""
+
+    def __init__(self, message: str, retry_after: int | None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidChangesError(Exception):
@@ -48,7 +63,7 @@ def scheduled_change_create(
     operation: str,
     target_id: int | None = None,
     data: Mapping[str, Any] | None = None,
-    actor: User | None = None,
+    actor: User,
 ) -> ScheduledChange:
     change = {"execute_at": execute_at, "resource": resource, "operation": operation, "target_id": target_id}
     try:
@@ -58,13 +73,16 @@ def scheduled_change_create(
     return created
 
 
-def scheduled_changes_create(
-    changes: Iterable[Mapping[str, Any]], *, actor: User | None = None
-) -> list[ScheduledChange]:
-    """Validate and store a batch of changes, all or none."""
+def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor: User) -> list[ScheduledChange]:
+    """Validate and store a batch of changes, all or none, as the actor's immediate requests would be.
+
+    Each belongs to the school of the record it changes (for a create, its parent's), and
+    runs later with the rights the actor has then. Raises SchedulingLimitError when the
+    batch would take the actor over their limits.
+    """
     now = timezone.now()
     changes = list(changes)
-    found = targets(changes)
+    found = targets(changes, actor)
     rows: list[ScheduledChange] = []
     errors: list[dict[str, list[str]]] = []
     for change in changes:
@@ -77,7 +95,8 @@ def scheduled_changes_create(
             if change["execute_at"] > now + timedelta(days=horizon):
                 raise ValidationError({"execute_at": EXECUTE_AT_TOO_FAR.format(days=horizon)})
             target = found.get((change["resource"], target_id)) if target_id is not None else None
-            validate_as_immediate(prepare(change["resource"], change["operation"], target_id, data, target))
+            prepared = prepare(change["resource"], change["operation"], target_id, data, user=actor, target=target)
+            validate_as_immediate(prepared)
         except ValidationError as exc:
             errors.append(exc.message_dict)
             continue
@@ -90,6 +109,7 @@ def scheduled_changes_create(
                 operation=change["operation"],
                 target_id=change.get("target_id"),
                 data=data,
+                school_id=school_of_change(change["resource"], target, data),
                 created_by=actor,
                 # In the batch's order, a microsecond apart: ties at execute_at run in creation order.
                 created_at=now + timedelta(microseconds=len(rows)),
@@ -98,11 +118,31 @@ def scheduled_changes_create(
     if any(errors):
         raise InvalidChangesError(errors)
     with transaction.atomic():
+        _check_limits(actor, len(rows), now)
         created = ScheduledChange.objects.bulk_create(rows)
         soon = [row.due_at for row in created if row.due_at <= now + timedelta(seconds=wakeups.WAKEUP_HORIZON_SECONDS)]
         if soon:
             transaction.on_commit(lambda: wakeups.wake_at(soon), robust=True)
     return created
+
+
+def _check_limits(actor: User, count: int, now: datetime) -> None:
+    """Refuse a batch that takes the actor over their per-minute or pending limit.
+
+    The actor's row is locked first, so two batches of one user are counted one after the other.
+    """
+    list(User.objects.select_for_update().filter(pk=actor.pk).values_list("pk", flat=True))
+    mine = ScheduledChange.objects.filter(created_by=actor)
+    per_minute = settings.SCHEDULED_CHANGES_PER_MINUTE
+    recent = mine.filter(created_at__gt=now - timedelta(seconds=LIMIT_WINDOW_SECONDS)).count()
+    if recent + count > per_minute:
+        raise SchedulingLimitError(
+            TOO_MANY_PER_MINUTE.format(limit=per_minute, recent=recent), retry_after=LIMIT_WINDOW_SECONDS
+        )
+    max_pending = settings.SCHEDULED_CHANGES_MAX_PENDING
+    pending = mine.filter(status=ScheduledChangeStatus.SCHEDULED).count()
+    if pending + count > max_pending:
+        raise SchedulingLimitError(TOO_MANY_PENDING.format(limit=max_pending, pending=pending), retry_after=None)
 
 
 def scheduled_change_cancel(*, change: ScheduledChange, actor: User | None = None) -> ScheduledChange:
@@ -117,17 +157,14 @@ def scheduled_change_cancel(*, change: ScheduledChange, actor: User | None = Non
     return change
 
 
-def scheduled_changes_cancel(*, ids: Iterable[uuid.UUID], allowed: Iterable[tuple[str, str]]) -> dict[str, list]:
-    """Cancel many changes at once; only those of an allowed (resource, operation) kind.
+def scheduled_changes_cancel(*, ids: Iterable[uuid.UUID], allowed: Iterable[uuid.UUID]) -> dict[str, list]:
+    """Cancel many changes at once: those of ``ids`` that are also ``allowed`` (to this user).
 
     Returns the ids cancelled, those that had already started or finished, and those not found
     or not allowed.
     """
     ids = set(ids)
-    kinds = [models.Q(resource=resource, operation=operation) for resource, operation in allowed]
-    if not kinds:
-        return {"cancelled": [], "not_cancellable": [], "not_found": sorted(map(str, ids))}
-    permitted = ScheduledChange.objects.filter(pk__in=ids).filter(functools.reduce(operator.or_, kinds))
+    permitted = ScheduledChange.objects.filter(pk__in=ids & set(allowed))
     now = timezone.now()
     with transaction.atomic():
         cancelled = set(

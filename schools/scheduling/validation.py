@@ -9,6 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from rest_framework import serializers as drf_serializers
 
+from schools import access
+from schools.access import AnyUser
+from schools.models import ScheduledChange, School, school_id_of
 from schools.services import RESOURCES
 from sync.models import Operation, Resource
 
@@ -17,15 +20,87 @@ TARGET_NOT_ALLOWED = "A create has no target_id."
 DELETE_TAKES_NO_DATA = "A delete takes no data."
 TARGET_MISSING = "There is no {resource} record with id {target_id}."
 UNKNOWN_FIELDS = "{fields}: not a field {resource} can be given (they are: {writable})."
+MAY_NOT = "You may not {operation} {resource} ({permission})."
+CREATOR_GONE = "The user who scheduled this change no longer exists."
+CREATOR_INACTIVE = "{user}, who scheduled this change, has been deactivated."
+CREATOR_LACKS_PERMISSION = "{user}, who scheduled this change, no longer has the permission {permission}."
+CREATOR_NOT_MEMBER = "{user}, who scheduled this change, is no longer a member of school {school}."
+CREATOR_NOT_DISTRICT = "{user}, who scheduled this change, no longer has district access; " + (
+    access.NEW_SCHOOL_NEEDS_DISTRICT
+)
 
 MODELS = {resource: (model, serializer) for model, (resource, serializer) in RESOURCES.items()}
 PERMISSION_ACTIONS = {Operation.CREATE: "add", Operation.UPDATE: "change", Operation.DELETE: "delete"}
+
+
+PARENT_FIELDS = {
+    Resource.GRADES: "school",
+    Resource.TEACHERS: "school",
+    Resource.CLASSES: "grade",
+    Resource.STUDENTS: "school_class",
+}
+"""The field naming the parent a created record belongs under, and so its school."""
 
 
 def required_permission(resource: str, operation: str) -> str:
     """The model permission the immediate request needs, which scheduling the change needs too."""
     model, _ = MODELS[Resource(resource)]
     return f"{model._meta.app_label}.{PERMISSION_ACTIONS[Operation(operation)]}_{model._meta.model_name}"
+
+
+def permission_refusal(user: AnyUser, resource: str, operation: str) -> str | None:
+    """Why the user may not make this kind of change anywhere; None if they may.
+
+    Which records they may make it to is their schools' (checked as the change is validated).
+    """
+    permission = required_permission(resource, operation)
+    if not user.has_perm(permission):
+        return MAY_NOT.format(operation=operation, resource=resource, permission=permission)
+    if resource == Resource.SCHOOLS and operation == Operation.CREATE and not access.may_access(user, [None]):
+        return access.NEW_SCHOOL_NEEDS_DISTRICT
+    return None
+
+
+def creator_refusal(change: ScheduledChange, target: models.Model | None) -> str | None:
+    """Why the change's creator may not make it now that it runs; None if they may.
+
+    ``target`` is the record an update or delete changes, as it is now.
+    """
+    creator = change.created_by
+    if creator is None:
+        return CREATOR_GONE
+    if not creator.is_active:
+        return CREATOR_INACTIVE.format(user=creator.username)
+    permission = required_permission(change.resource, change.operation)
+    if not creator.has_perm(permission):
+        return CREATOR_LACKS_PERMISSION.format(user=creator.username, permission=permission)
+    if change.resource == Resource.SCHOOLS and change.operation == Operation.CREATE:
+        return None if access.may_access(creator, [None]) else CREATOR_NOT_DISTRICT.format(user=creator.username)
+    school_id = school_of_change(change.resource, target, change.data)
+    if school_id is not None and not access.may_access(creator, [school_id]):
+        school = School.objects.filter(pk=school_id).first() or f"#{school_id}"
+        return CREATOR_NOT_MEMBER.format(user=creator.username, school=f"“{school}”")
+    return None
+
+
+def school_of_change(resource: str, target: models.Model | None, data: Mapping[str, Any]) -> int | None:
+    """The school a change belongs to: its record's, or for a create its parent's, as they are now.
+
+    None for a new school, or a parent that does not exist.
+    """
+    if target is not None:
+        return school_id_of(target)
+    field = PARENT_FIELDS.get(Resource(resource))
+    if field is None:
+        return None
+    model, _ = MODELS[Resource(resource)]
+    parent_model = model._meta.get_field(field).related_model
+    try:
+        parent_id = int(data.get(field))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    parent = parent_model._default_manager.filter(pk=parent_id).first()  # type: ignore[union-attr]
+    return school_id_of(parent) if parent is not None else None
 
 
 @dataclass
@@ -39,28 +114,36 @@ _UNFETCHED = object()
 
 
 def prepare(
-    resource: str, operation: str, target_id: int | None, data: Mapping[str, Any], target: Any = _UNFETCHED
+    resource: str,
+    operation: str,
+    target_id: int | None,
+    data: Mapping[str, Any],
+    *,
+    user: AnyUser,
+    target: Any = _UNFETCHED,
 ) -> PreparedChange:
-    """Check a change the way the immediate API request does; raises ValidationError.
+    """Check a change the way the immediate API request of ``user`` does; raises ValidationError.
 
-    ``target`` is the record to change when the caller fetched it already (None: not found).
+    Records outside the user's schools do not exist for it, as for the request. ``target``
+    is the record to change when the caller fetched it already (None: not found).
     """
     model, serializer_class = MODELS[Resource(resource)]
     _refuse_unknown_fields(resource, serializer_class, data)
     if operation == Operation.CREATE:
         if target_id is not None:
             raise ValidationError({"target_id": TARGET_NOT_ALLOWED})
-        return PreparedChange(model, None, _validated(serializer_class, data))
+        return PreparedChange(model, None, _validated(serializer_class, data, user))
     if target_id is None:
         raise ValidationError({"target_id": TARGET_REQUIRED})
-    instance = model._default_manager.filter(pk=target_id).first() if target is _UNFETCHED else target
-    if instance is None:
+    if target is _UNFETCHED:
+        target = access.scoped(model._default_manager.all(), user).filter(pk=target_id).first()
+    if target is None:
         raise ValidationError({"target_id": TARGET_MISSING.format(resource=resource, target_id=target_id)})
     if operation == Operation.DELETE:
         if data:
             raise ValidationError({"data": DELETE_TAKES_NO_DATA})
-        return PreparedChange(model, instance, {})
-    return PreparedChange(model, instance, _validated(serializer_class, data, instance, partial=True))
+        return PreparedChange(model, target, {})
+    return PreparedChange(model, target, _validated(serializer_class, data, user, target, partial=True))
 
 
 def validate_as_immediate(prepared: PreparedChange) -> None:
@@ -80,8 +163,8 @@ def validate_as_immediate(prepared: PreparedChange) -> None:
         raise ValidationError({"data": exc.messages}) from exc
 
 
-def targets(changes: list[Mapping[str, Any]]) -> dict[tuple[str, int], models.Model]:
-    """The records a batch updates or deletes, one query per resource."""
+def targets(changes: list[Mapping[str, Any]], user: AnyUser) -> dict[tuple[str, int], models.Model]:
+    """The records of the user's schools a batch updates or deletes, one query per resource."""
     wanted: dict[str, set[int]] = {}
     for change in changes:
         if change.get("target_id") is not None and change.get("resource") in MODELS:
@@ -89,7 +172,8 @@ def targets(changes: list[Mapping[str, Any]]) -> dict[tuple[str, int], models.Mo
     found = {}
     for resource, ids in wanted.items():
         model, _ = MODELS[Resource(resource)]
-        found.update({(resource, pk): record for pk, record in model._default_manager.in_bulk(ids).items()})
+        records = access.scoped(model._default_manager.all(), user).in_bulk(ids)
+        found.update({(resource, pk): record for pk, record in records.items()})
     return found
 
 
@@ -100,9 +184,12 @@ def error_text(exc: Exception) -> str:
     return str(exc)
 
 
-def _validated(serializer_class, data: Mapping[str, Any], instance=None, partial: bool = False) -> dict[str, Any]:
+def _validated(
+    serializer_class, data: Mapping[str, Any], user: AnyUser, instance=None, partial: bool = False
+) -> dict[str, Any]:
     serializer = _serializer(serializer_class, partial)
     serializer.instance = instance
+    serializer._context = {"user": user}  # references to other schools' records are refused
     try:
         return serializer.run_validation(data)
     except drf_serializers.ValidationError as exc:

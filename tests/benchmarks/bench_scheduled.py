@@ -21,6 +21,7 @@ from tests.benchmarks import harness
 TOTAL = 100_000
 BATCH = 500  # changes per create request
 CANCEL_BATCH = 1000  # ids per cancel request
+BENCH_USER = "bench"
 CLIENTS = 4  # concurrent HTTP clients for the batch calls
 SINGLE_REQUESTS = 2_000  # one change per request, for comparison
 SINGLE_CLIENTS = 8
@@ -116,6 +117,8 @@ def main() -> dict:
 
 def _execute(schools: list[int], count: int, spread_seconds: float) -> dict:
     """Schedule `count` changes due over `spread_seconds` from a moment ahead, and time their runs."""
+    from django.contrib.auth import get_user_model
+
     from schools.scheduling import runner, services
     from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
     from sync.models import OperationLog
@@ -134,8 +137,9 @@ def _execute(schools: list[int], count: int, spread_seconds: float) -> dict:
         }
         for n in range(count)
     ]
+    actor = get_user_model().objects.get(username=BENCH_USER)
     for start in range(0, count, 1000):
-        services.scheduled_changes_create(changes[start : start + 1000])
+        services.scheduled_changes_create(changes[start : start + 1000], actor=actor)
     assert datetime.now(UTC) < start_at, "scheduling took longer than the lead time"
     workers = [harness.celery_worker(f"default-{n}", "default") for n in range(2)]
     with harness.processes(*workers):
@@ -164,7 +168,7 @@ def _execute(schools: list[int], count: int, spread_seconds: float) -> dict:
 def _superuser():
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_superuser("bench", password=None)
+    return get_user_model().objects.create_superuser(BENCH_USER, password=None)
 
 
 _clients = threading.local()

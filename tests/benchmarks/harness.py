@@ -30,6 +30,9 @@ ENV = {
     "DJANGO_LOG_LEVEL": "WARNING",
     "DJANGO_CACHE_URL": "redis://127.0.0.1:6379/14",
     "API_THROTTLE_USER": "100000000/minute",
+    # The scheduled-changes benchmark schedules 100,000 changes in a few minutes as one user.
+    "SCHEDULED_CHANGES_PER_MINUTE": "100000000",
+    "SCHEDULED_CHANGES_MAX_PENDING": "100000000",
     "PYTHONUNBUFFERED": "1",
 }
 

@@ -10,7 +10,7 @@ from schools.scheduling import runner, services
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from sync.models import OperationLog
 from tests.factories import SchoolFactory
-from tests.helpers import as_beat_would, wait_until
+from tests.helpers import as_beat_would, district_staff, schedule, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +42,8 @@ def schedule_address_changes(schools, per_school: int, execute_at):
             }
             for school in schools
             for number in range(per_school)
-        ]
+        ],
+        actor=district_staff(),
     )
 
 
@@ -66,7 +67,7 @@ def test_changes_run_within_a_second_of_their_time(start_default_worker):
     schools = [SchoolFactory() for _ in range(5)]
     start = timezone.now()
     changes = [
-        services.scheduled_change_create(
+        schedule(
             execute_at=start + timedelta(seconds=2 + index * 0.7),
             resource="schools",
             operation="update",

@@ -10,11 +10,10 @@ from schools.models import (
     School,
     Student,
 )
-from schools.scheduling import services
 from schools.services import record_update
 from sync.models import OperationLog
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory
-from tests.helpers import in_seconds
+from tests.helpers import in_seconds, schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -45,6 +44,7 @@ def test_adding_a_school_with_an_inline_grade_records_both(admin_client, superus
             "name": "Admin school",
             "address": "",
             **inline_management("grades", total=1),
+            **inline_management("memberships", total=0),
             "grades-0-level": 1,
             "grades-0-name": "First",
         },
@@ -68,6 +68,7 @@ def test_changing_a_school_and_its_inlines_records_each_change(admin_client):
             "name": "After",
             "address": "",
             **inline_management("grades", total=2, initial=2),
+            **inline_management("memberships", total=0),
             "grades-0-id": kept.pk,
             "grades-0-school": school.pk,
             "grades-0-level": 1,
@@ -236,9 +237,7 @@ def test_a_clash_only_the_service_sees_is_shown_as_a_message_and_saves_nothing(a
 
 
 def test_admin_cancel_action(client, superuser):
-    change = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Admin"}
-    )
+    change = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Admin"})
     client.force_login(superuser)
     assert client.get("/admin/schools/scheduledchange/").status_code == 200
     client.post("/admin/schools/scheduledchange/", {"action": "cancel_changes", "_selected_action": [change.pk]})

@@ -3,7 +3,15 @@
 import pytest
 
 from sync import wakeup
+from tests.conftest import DISTRICT
+from tests.factories import UserFactory
 from tests.helpers import running_simulator
+
+
+@pytest.fixture
+def reader(db):
+    """District staff who may read the whole operation log, and act on none of it."""
+    return UserFactory(permissions=["sync.view_operationlog", DISTRICT])
 
 
 @pytest.fixture

@@ -241,7 +241,9 @@ def test_the_dashboard_pauses_and_resumes_a_lane(client):
     from tests.factories import UserFactory
 
     school = SchoolFactory()
-    operator = UserFactory(is_staff=True, permissions=["sync.view_operationlog", "sync.pause_synclane"])
+    operator = UserFactory(
+        is_staff=True, permissions=["sync.view_operationlog", "sync.pause_synclane", "schools.access_all_schools"]
+    )
     client.force_login(operator)
     lane = lane_of(school)
 

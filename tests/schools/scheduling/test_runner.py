@@ -6,19 +6,19 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from schools.scheduling import runner, services
+from schools.scheduling import runner
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.services import record_delete
 from sync.models import OperationLog
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory
-from tests.helpers import in_seconds, make_due
+from tests.helpers import in_seconds, make_due, schedule
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_due_change_runs_through_the_services_and_is_logged_then(asked_wake_ups):
     student, new_class = StudentFactory(), SchoolClassFactory()
-    change = services.scheduled_change_create(
+    change = schedule(
         execute_at=in_seconds(3600),
         resource="students",
         operation="update",
@@ -26,9 +26,7 @@ def test_a_due_change_runs_through_the_services_and_is_logged_then(asked_wake_up
         data={"school_class": new_class.pk},
     )
     SchoolFactory(name="Written after scheduling, before running")
-    not_due = services.scheduled_change_create(
-        execute_at=in_seconds(3600), resource="schools", operation="create", data={"name": "Not yet"}
-    )
+    not_due = schedule(execute_at=in_seconds(3600), resource="schools", operation="create", data={"name": "Not yet"})
     make_due(change)
 
     assert runner.run_due() == 1
@@ -52,7 +50,7 @@ def test_a_due_change_runs_through_the_services_and_is_logged_then(asked_wake_up
 @pytest.mark.parametrize("operation", ["create", "delete"])
 def test_creates_and_deletes_run_too(operation):
     school = SchoolFactory()
-    change = services.scheduled_change_create(
+    change = schedule(
         execute_at=in_seconds(60),
         resource="schools",
         operation=operation,
@@ -71,7 +69,7 @@ def test_creates_and_deletes_run_too(operation):
 def test_a_change_no_longer_valid_when_due_fails_with_the_reason():
     student = StudentFactory()
     doomed_class = SchoolClassFactory()
-    change = services.scheduled_change_create(
+    change = schedule(
         execute_at=in_seconds(60),
         resource="students",
         operation="update",
@@ -93,9 +91,7 @@ def test_a_change_no_longer_valid_when_due_fails_with_the_reason():
 
 def test_a_refused_delete_when_due_fails_with_the_reason():
     school_class = SchoolClassFactory()
-    change = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="classes", operation="delete", target_id=school_class.pk
-    )
+    change = schedule(execute_at=in_seconds(60), resource="classes", operation="delete", target_id=school_class.pk)
     StudentFactory(school_class=school_class)
     make_due(change)
     runner.run_due()
@@ -107,9 +103,7 @@ def test_a_refused_delete_when_due_fails_with_the_reason():
 def test_a_transient_error_rolls_back_and_retries_later(
     monkeypatch, asked_wake_ups, django_capture_on_commit_callbacks
 ):
-    change = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Flaky"}
-    )
+    change = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Flaky"})
     make_due(change)
 
     def database_went_away(**kwargs):
@@ -135,9 +129,7 @@ def test_a_transient_error_rolls_back_and_retries_later(
 
 
 def test_a_crash_mid_run_is_recovered_and_the_change_runs_once(asked_wake_ups):
-    change = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Survivor"}
-    )
+    change = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Survivor"})
     make_due(change)
     [claimed] = runner.claim_due(timezone.now())  # the worker dies here, before running it
 
@@ -155,12 +147,8 @@ def test_a_crash_mid_run_is_recovered_and_the_change_runs_once(asked_wake_ups):
 
 
 def test_the_sweep_sends_wake_ups_for_changes_coming_due(asked_wake_ups):
-    soon = services.scheduled_change_create(
-        execute_at=in_seconds(30), resource="schools", operation="create", data={"name": "Soon"}
-    )
-    services.scheduled_change_create(
-        execute_at=in_seconds(3600), resource="schools", operation="create", data={"name": "Later"}
-    )
+    soon = schedule(execute_at=in_seconds(30), resource="schools", operation="create", data={"name": "Soon"})
+    schedule(execute_at=in_seconds(3600), resource="schools", operation="create", data={"name": "Later"})
     asked_wake_ups.clear()
     runner.sweep()
     assert asked_wake_ups == [soon.due_at]
@@ -169,7 +157,7 @@ def test_the_sweep_sends_wake_ups_for_changes_coming_due(asked_wake_ups):
 def address_updates(label: str, count: int = 3) -> list[ScheduledChange]:
     """Scheduled address changes of new schools, one each: "<label> 0", "<label> 1", …"""
     return [
-        services.scheduled_change_create(
+        schedule(
             execute_at=in_seconds(60),
             resource="schools",
             operation="update",
@@ -214,7 +202,7 @@ def test_a_transient_error_in_a_chunk_retries_the_whole_chunk(monkeypatch, asked
 
 
 def rename_student(student, first_name: str, execute_at) -> ScheduledChange:
-    return services.scheduled_change_create(
+    return schedule(
         execute_at=execute_at,
         resource="students",
         operation="update",
@@ -265,7 +253,7 @@ def test_a_long_batch_keeps_its_later_chunks_claimed(monkeypatch):
     # released to another worker while the first ones run.
     schools = [SchoolFactory() for _ in range(runner.EXECUTE_CHUNK_SIZE + 1)]
     changes = [
-        services.scheduled_change_create(
+        schedule(
             execute_at=in_seconds(60),
             resource="schools",
             operation="update",

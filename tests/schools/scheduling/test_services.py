@@ -6,8 +6,9 @@ from django.utils import timezone
 from schools.scheduling import runner, services, validation
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from sync.models import OperationLog
+from tests.conftest import DISTRICT
 from tests.factories import SchoolClassFactory, SchoolFactory, StudentFactory, UserFactory
-from tests.helpers import api_client_for, in_seconds, make_due, move_student
+from tests.helpers import api_client_for, in_seconds, make_due, move_student, schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +123,7 @@ def test_scheduling_needs_the_permission_the_change_needs(reader_client, anon_cl
     assert anon_client.post(URL, body).status_code == 401
     assert reader_client.post(URL, body).status_code == 403
 
-    may_add_schools = api_client_for(UserFactory(permissions=["schools.add_school"]))
+    may_add_schools = api_client_for(UserFactory(permissions=["schools.add_school", DISTRICT]))
     assert may_add_schools.post(URL, body).status_code == 403
     new_school = {
         "execute_at": in_seconds(60).isoformat(),
@@ -135,12 +136,8 @@ def test_scheduling_needs_the_permission_the_change_needs(reader_client, anon_cl
 
 
 def test_list_filters(reader_client):
-    soon = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Soon"}
-    )
-    later = services.scheduled_change_create(
-        execute_at=in_seconds(7200), resource="schools", operation="create", data={"name": "Later"}
-    )
+    soon = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Soon"})
+    later = schedule(execute_at=in_seconds(7200), resource="schools", operation="create", data={"name": "Later"})
     services.scheduled_change_cancel(change=later)
 
     def ids(query):
@@ -172,9 +169,9 @@ def test_cancel_before_it_runs_and_it_never_runs(editor_client):
 @pytest.mark.parametrize(
     "status", [ScheduledChangeStatus.RUNNING, ScheduledChangeStatus.DONE, ScheduledChangeStatus.FAILED]
 )
-def test_cancel_after_it_started_is_a_409(editor_client, status):
-    change = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Started"}
+def test_cancel_after_it_started_is_a_409(editor, editor_client, status):
+    change = schedule(
+        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Started"}, actor=editor
     )
     ScheduledChange.objects.filter(pk=change.pk).update(status=status)
     response = editor_client.delete(f"{URL}{change.pk}/")
@@ -184,20 +181,14 @@ def test_cancel_after_it_started_is_a_409(editor_client, status):
 
 
 def test_cancel_needs_the_permission_of_the_change(reader_client):
-    change = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Mine"}
-    )
+    change = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "Mine"})
     assert reader_client.delete(f"{URL}{change.pk}/").status_code == 403
     assert ScheduledChange.objects.get().status == ScheduledChangeStatus.SCHEDULED
 
 
 def test_cancel_and_claim_cannot_both_win():
-    claimed_first = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "A"}
-    )
-    cancelled_first = services.scheduled_change_create(
-        execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "B"}
-    )
+    claimed_first = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "A"})
+    cancelled_first = schedule(execute_at=in_seconds(60), resource="schools", operation="create", data={"name": "B"})
     make_due(claimed_first)
     [claim] = runner.claim_due(timezone.now())
     with pytest.raises(services.NotCancellableError):
@@ -209,35 +200,38 @@ def test_cancel_and_claim_cannot_both_win():
     assert claim.pk == claimed_first.pk
 
 
-def test_batch_cancel(editor_client):
-    pending, started, other_kind = (
-        services.scheduled_change_create(
-            execute_at=in_seconds(60), resource="schools", operation="create", data={"name": name}
+def test_batch_cancel_takes_the_changes_the_user_may_cancel():
+    creator = UserFactory(permissions=["schools.add_school", DISTRICT])
+    pending, started, someone_elses = (
+        schedule(
+            execute_at=in_seconds(60),
+            resource="schools",
+            operation="create",
+            data={"name": name},
+            actor=creator if name != "Someone else's" else None,
         )
-        for name in ("Pending", "Started", "Other")
+        for name in ("Pending", "Started", "Someone else's")
     )
     ScheduledChange.objects.filter(pk=started.pk).update(status=ScheduledChangeStatus.RUNNING)
-    may_only_add_schools = api_client_for(UserFactory(permissions=["schools.add_school"]))
-    ScheduledChange.objects.filter(pk=other_kind.pk).update(resource="students", operation="update", target_id=1)
     missing = "00000000-0000-0000-0000-000000000000"
 
-    response = may_only_add_schools.post(
-        f"{URL}cancel/", {"ids": [str(pending.pk), str(started.pk), str(other_kind.pk), missing]}
+    response = api_client_for(creator).post(
+        f"{URL}cancel/", {"ids": [str(pending.pk), str(started.pk), str(someone_elses.pk), missing]}
     )
 
     assert response.status_code == 200
     assert response.json() == {
         "cancelled": [str(pending.pk)],
         "not_cancellable": [str(started.pk)],
-        "not_found": sorted([str(other_kind.pk), missing]),
+        "not_found": sorted([str(someone_elses.pk), missing]),
     }
     statuses = dict(ScheduledChange.objects.values_list("pk", "status"))
     assert statuses == {
         pending.pk: ScheduledChangeStatus.CANCELLED,
         started.pk: ScheduledChangeStatus.RUNNING,
-        other_kind.pk: ScheduledChangeStatus.SCHEDULED,
+        someone_elses.pk: ScheduledChangeStatus.SCHEDULED,
     }
-    assert editor_client.post(f"{URL}cancel/", {"ids": []}).status_code == 400
+    assert api_client_for(creator).post(f"{URL}cancel/", {"ids": []}).status_code == 400
 
 
 def test_data_takes_only_the_fields_the_record_kind_can_be_given(editor_client):
