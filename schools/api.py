@@ -66,6 +66,17 @@ class RecordViewSet(viewsets.ModelViewSet):
         record_delete(instance=instance, actor=signed_in_user(self.request))
 
 
+class InUsersSchoolsFilterSet(filters.FilterSet):
+    """A filter by a record of another school is refused like an unknown one, not answered with an empty list."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        user = getattr(self.request, "user", None)
+        for filter_ in self.filters.values():
+            if isinstance(filter_, filters.ModelChoiceFilter) and user is not None:
+                filter_.queryset = access.scoped(filter_.queryset, user)
+
+
 class SchoolViewSet(RecordViewSet):
     queryset = School.objects.all()
     serializer_class = SchoolSerializer
@@ -79,16 +90,22 @@ class SchoolViewSet(RecordViewSet):
         super().perform_create(serializer)
 
 
+class GradeFilter(InUsersSchoolsFilterSet):
+    class Meta:
+        model = Grade
+        fields = ["school", "level"]
+
+
 class GradeViewSet(RecordViewSet):
     queryset = Grade.objects.all()
     serializer_class = GradeSerializer
-    filterset_fields = ["school", "level"]
+    filterset_class = GradeFilter
     search_fields = ["name"]
     ordering_fields = ["id", "level", "name"]
     ordering = ["school", "level"]
 
 
-class SchoolClassFilter(filters.FilterSet):
+class SchoolClassFilter(InUsersSchoolsFilterSet):
     school = filters.NumberFilter(field_name="grade__school", help_text="Only classes of this school.")
 
     class Meta:
@@ -105,16 +122,22 @@ class SchoolClassViewSet(RecordViewSet):
     ordering = ["grade", "name"]
 
 
+class TeacherFilter(InUsersSchoolsFilterSet):
+    class Meta:
+        model = Teacher
+        fields = ["school"]
+
+
 class TeacherViewSet(RecordViewSet):
     queryset = Teacher.objects.all()
     serializer_class = TeacherSerializer
-    filterset_fields = ["school"]
+    filterset_class = TeacherFilter
     search_fields = ["first_name", "last_name", "email"]
     ordering_fields = ["id", "first_name", "last_name", "email"]
     ordering = ["last_name", "first_name", "id"]
 
 
-class StudentFilter(filters.FilterSet):
+class StudentFilter(InUsersSchoolsFilterSet):
     school = filters.NumberFilter(field_name="school", help_text="Only students of this school.")
     grade = filters.NumberFilter(field_name="school_class__grade", help_text="Only students of this grade.")
 

@@ -380,3 +380,18 @@ def test_memberships_are_managed_on_the_school_page(client, schools):
     )
     assert response.status_code == 302
     assert SchoolMembership.objects.filter(user=newcomer, school=mine.school).exists()
+
+
+def test_filtering_by_another_schools_record_is_refused_like_an_unknown_one(schools):
+    mine, theirs = schools
+    client = api_client_for(member_of(mine.school))
+    assert client.get("/api/grades/", {"school": mine.school.pk}).json()["count"] == 1
+    for resource, field, record in [
+        ("grades", "school", theirs.school),
+        ("teachers", "school", theirs.school),
+        ("classes", "grade", theirs.grade),
+        ("students", "school_class", theirs.school_class),
+    ]:
+        other, unknown = (client.get(f"/api/{resource}/", {field: pk}) for pk in (record.pk, 999999))
+        assert (other.status_code, other.json()) == (unknown.status_code, unknown.json()) == (400, other.json())
+        assert list(other.json()) == [field]
