@@ -143,6 +143,7 @@ class SchoolMembershipInline(admin.TabularInline):
     model = SchoolMembership
     fields = ["user", "created_at"]
     readonly_fields = ["created_at"]
+    raw_id_fields = ["user"]  # a user's id, not a list of every user of the district
     extra = 0
     verbose_name = "member"
     verbose_name_plural = "members"
@@ -161,7 +162,7 @@ class SchoolAdmin(ServiceWritesMixin, admin.ModelAdmin):
 @admin.register(Grade)
 class GradeAdmin(ServiceWritesMixin, admin.ModelAdmin):
     list_display = ["name", "level", "school"]
-    list_filter = ["level", "school"]
+    list_filter = ["level", ("school", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["school"]
     search_fields = ["name", "school__name"]
     autocomplete_fields = ["school"]
@@ -174,7 +175,7 @@ class GradeAdmin(ServiceWritesMixin, admin.ModelAdmin):
 @admin.register(SchoolClass)
 class SchoolClassAdmin(ServiceWritesMixin, admin.ModelAdmin):
     list_display = ["name", "grade", "homeroom_teacher"]
-    list_filter = ["grade__level", "grade__school"]
+    list_filter = ["grade__level", ("grade__school", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "grade__name", "grade__school__name"]
     autocomplete_fields = ["grade", "homeroom_teacher"]
 
@@ -185,7 +186,7 @@ class SchoolClassAdmin(ServiceWritesMixin, admin.ModelAdmin):
 @admin.register(Teacher)
 class TeacherAdmin(ServiceWritesMixin, admin.ModelAdmin):
     list_display = ["last_name", "first_name", "email", "school"]
-    list_filter = ["school"]
+    list_filter = [("school", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["school"]
     search_fields = ["first_name", "last_name", "email"]
     autocomplete_fields = ["school"]
@@ -194,7 +195,7 @@ class TeacherAdmin(ServiceWritesMixin, admin.ModelAdmin):
 @admin.register(Student)
 class StudentAdmin(ServiceWritesMixin, admin.ModelAdmin):
     list_display = ["student_number", "last_name", "first_name", "school_class", "school"]
-    list_filter = ["school", "school_class__grade__level"]
+    list_filter = [("school", admin.RelatedOnlyFieldListFilter), "school_class__grade__level"]
     search_fields = ["student_number", "first_name", "last_name"]
     autocomplete_fields = ["school_class"]
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from config.api import signed_in_user
 from config.permissions import HasPermission, RecordPermissions
 from schools import access
+from schools.filters import InUsersSchoolsFilterSet
 from schools.memberships import membership_add, membership_remove
 from schools.models import Grade, ScheduledChange, School, SchoolClass, SchoolMembership, Student, Teacher
 from schools.scheduling.services import (
@@ -64,17 +65,6 @@ class RecordViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance):
         record_delete(instance=instance, actor=signed_in_user(self.request))
-
-
-class InUsersSchoolsFilterSet(filters.FilterSet):
-    """A filter by a record of another school is refused like an unknown one, not answered with an empty list."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        user = getattr(self.request, "user", None)
-        for filter_ in self.filters.values():
-            if isinstance(filter_, filters.ModelChoiceFilter) and user is not None:
-                filter_.queryset = access.scoped(filter_.queryset, user)
 
 
 class SchoolViewSet(RecordViewSet):

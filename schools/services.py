@@ -9,6 +9,7 @@ from django.db import IntegrityError, models, transaction
 from rest_framework import serializers
 
 from config.errors import ConflictError
+from schools import access
 from schools.lanes import in_lanes, lane_of, opens_its_own_lane, reload_parents, require, unique_values
 from schools.models import Grade, School, SchoolClass, Student, Teacher, school_id_of
 from schools.serializers import (
@@ -29,6 +30,9 @@ DELETE_REFUSED = (
     "Cannot delete {kind} “{record}”: it is still referenced by {references}. Delete or reassign those first."
 )
 RECORD_GONE = "The {kind} “{record}” was deleted by someone else meanwhile; nothing was changed."
+NOT_IN_YOUR_SCHOOLS = (
+    "The records this change involves are no longer all in your schools (one was moved meanwhile); nothing was changed."
+)
 
 # Each record kind, the external API resource it maps to and its REST representation.
 RESOURCES: dict[type[models.Model], tuple[Resource, type[serializers.ModelSerializer]]] = {
@@ -42,6 +46,10 @@ RESOURCES: dict[type[models.Model], tuple[Resource, type[serializers.ModelSerial
 
 class RecordGoneError(ConflictError):
     """An update of a record that another request deleted meanwhile."""
+
+
+class NotInUsersSchoolsError(ConflictError):
+    """A record the change involves moved, meanwhile, to a school the actor may not act on."""
 
 
 class RecordInUseError(ConflictError):
@@ -86,6 +94,7 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
         current = _current(instance)
         lane_before, held_before, school_before = lane_of(current), unique_values(current), school_id_of(current)
         require([lane_before], locked)
+        _require_access(actor, school_before)
         for field, value in data.items():
             setattr(current, field, value)
         return _save(
@@ -99,6 +108,13 @@ def record_update(*, instance: RecordT, data: Mapping[str, Any], actor: Actor = 
         )
 
     return in_lanes(write, [lane_of(instance)])
+
+
+def _require_access(actor: Actor, school_id: int | None) -> None:
+    """The actor's schools, checked again under the lane lock: the view found the record (or
+    the parent) in them, but it may have moved since. Writes without an actor are the system's."""
+    if actor is not None and not access.may_access(actor, [school_id]):
+        raise NotInUsersSchoolsError(NOT_IN_YOUR_SCHOOLS)
 
 
 def _current(instance: RecordT) -> RecordT:
@@ -122,6 +138,7 @@ def _save(
     """Validate, save and record a created or updated record, holding a slot in every lane it must follow."""
     own_lane_is_new = opens_its_own_lane(instance)
     reload_parents(instance)
+    _require_access(actor, school_id_of(instance))
     instance.full_clean()
     if sync_lanes.by_school():
         # Writes to different schools run side by side, and a value unique across schools
@@ -176,6 +193,7 @@ def record_delete(*, instance: models.Model, actor: Actor = None) -> None:
         lane = lane_of(current)
         others = sync_lanes.switched_from(lane)
         require({lane, *others}, locked)
+        _require_access(actor, school_id_of(current))
         payload = snapshot(current)
         object_id, school_id = current.pk, school_id_of(current)  # a deleted school has no pk
         try:

@@ -57,7 +57,7 @@ class OperationLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "actor",
         "created_at",
     ]
-    list_filter = ["status", "resource", "operation", "lane"]
+    list_filter = ["status", "resource", "operation", ("lane", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["actor"]
     search_fields = ["=idempotency_key", "=object_id"]
     date_hierarchy = "created_at"

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from config.permissions import HasPermission
 from schools import access
+from schools.filters import InUsersSchoolsFilterSet
 from sync import overview
 from sync.models import OperationLog, SyncLane
 from sync.serializers import CancelSerializer, LaneStatusSerializer, OperationLogSerializer, SyncStatusSerializer
@@ -20,10 +21,11 @@ VIEW_ENTRIES = "sync.view_operationlog"
 
 
 class CanOperate(permissions.BasePermission):
-    """Retry and cancel need their own permissions (sync.retry_operationlog, sync.cancel_operationlog)."""
+    """Retry and cancel need their own permissions (sync.retry_operationlog, sync.cancel_operationlog),
+    and reading the log, which their answer shows."""
 
     def has_permission(self, request, view):
-        return request.user.has_perm(f"sync.{view.action}_operationlog")
+        return request.user.has_perms([VIEW_ENTRIES, f"sync.{view.action}_operationlog"])
 
 
 OPERATOR_RESPONSES = {
@@ -37,7 +39,7 @@ OPERATOR_RESPONSES = {
 }
 
 
-class OperationLogFilter(filters.FilterSet):
+class OperationLogFilter(InUsersSchoolsFilterSet):
     school = filters.NumberFilter(method="of_school", help_text="Only entries of this school (a move: of either).")
 
     class Meta:
@@ -97,10 +99,10 @@ class SyncStatusView(APIView):
 
 
 class CanPauseLanes(permissions.BasePermission):
-    """Pausing and resuming a lane needs sync.pause_synclane."""
+    """Pausing and resuming a lane needs sync.pause_synclane, and reading the log, which the answer shows."""
 
     def has_permission(self, request, view):
-        return request.user.has_perm("sync.pause_synclane")
+        return request.user.has_perms([VIEW_ENTRIES, "sync.pause_synclane"])
 
 
 class SyncLaneViewSet(viewsets.GenericViewSet):
@@ -110,7 +112,7 @@ class SyncLaneViewSet(viewsets.GenericViewSet):
     permission_classes = [permissions.IsAuthenticated, HasPermission]
     required_permission = VIEW_ENTRIES
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = r"[^/\x00]+"
     serializer_class = LaneStatusSerializer
 
     def get_queryset(self):

@@ -5,7 +5,7 @@ import hmac
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -62,6 +62,8 @@ def dashboard_action(request: HttpRequest, pk: int, action: str) -> HttpResponse
 def dashboard_lane_action(request: HttpRequest, name: str, action: str) -> HttpResponseRedirect:
     if action not in LANE_ACTIONS or not request.user.has_perm("sync.pause_synclane"):
         raise PermissionDenied
+    if "\x00" in name:  # no lane has one, and PostgreSQL cannot compare with it
+        raise Http404
     lane = get_object_or_404(access.scoped(SyncLane.objects.all(), request.user), pk=name)
     LANE_ACTIONS[action](lane=lane, actor=signed_in_user(request))
     messages.success(request, f"Lane {lane.name} {'paused' if action == 'pause' else 'resumed'}.")
@@ -69,12 +71,18 @@ def dashboard_lane_action(request: HttpRequest, name: str, action: str) -> HttpR
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format, for staff sessions or ``Authorization: Bearer <METRICS_TOKEN>``."""
-    if not (request.user.is_authenticated and request.user.is_staff) and not _has_metrics_token(request):
+    """Prometheus text format, for ``Authorization: Bearer <METRICS_TOKEN>`` or the sessions of staff
+    who may read the whole log (every lane's figures): sync.view_operationlog and district access."""
+    if not _may_read_every_lane(request) and not _has_metrics_token(request):
         response = HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def _may_read_every_lane(request: HttpRequest) -> bool:
+    user = request.user
+    return user.is_staff and user.has_perm("sync.view_operationlog") and access.may_access(user, [None])
 
 
 def _has_metrics_token(request: HttpRequest) -> bool:

@@ -13,10 +13,11 @@ from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from config.errors import ConflictError
 from schools.scheduling import wakeups
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import MODELS, creator_refusal, error_text, prepare
-from schools.services import RecordInUseError, record_create, record_delete, record_update
+from schools.services import record_create, record_delete, record_update
 from sync import lanes
 from sync.backoff import backoff_seconds
 from sync.clock import DatabaseNow, database_now_plus
@@ -171,7 +172,7 @@ def _execute_in_savepoint(change: ScheduledChange) -> str:
                 raise _ClaimLost
     except _ClaimLost:
         return "taken over by another worker; not applied here"
-    except (ValidationError, RecordInUseError, IntegrityError) as exc:
+    except (ValidationError, ConflictError, IntegrityError) as exc:
         _fail(change, error_text(exc))
         return "failed"
     except DatabaseError:

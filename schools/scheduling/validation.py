@@ -11,7 +11,7 @@ from rest_framework import serializers as drf_serializers
 
 from schools import access
 from schools.access import AnyUser
-from schools.models import ScheduledChange, School, school_id_of
+from schools.models import ScheduledChange, school_id_of
 from schools.services import RESOURCES
 from sync.models import Operation, Resource
 
@@ -24,7 +24,7 @@ MAY_NOT = "You may not {operation} {resource} ({permission})."
 CREATOR_GONE = "The user who scheduled this change no longer exists."
 CREATOR_INACTIVE = "{user}, who scheduled this change, has been deactivated."
 CREATOR_LACKS_PERMISSION = "{user}, who scheduled this change, no longer has the permission {permission}."
-CREATOR_NOT_MEMBER = "{user}, who scheduled this change, is no longer a member of school {school}."
+CREATOR_NOT_MEMBER = "{user}, who scheduled this change, may no longer act on the school of the record it changes."
 CREATOR_NOT_DISTRICT = "{user}, who scheduled this change, no longer has district access; " + (
     access.NEW_SCHOOL_NEEDS_DISTRICT
 )
@@ -78,8 +78,7 @@ def creator_refusal(change: ScheduledChange, target: models.Model | None) -> str
         return None if access.may_access(creator, [None]) else CREATOR_NOT_DISTRICT.format(user=creator.username)
     school_id = school_of_change(change.resource, target, change.data)
     if school_id is not None and not access.may_access(creator, [school_id]):
-        school = School.objects.filter(pk=school_id).first() or f"#{school_id}"
-        return CREATOR_NOT_MEMBER.format(user=creator.username, school=f"“{school}”")
+        return CREATOR_NOT_MEMBER.format(user=creator.username)
     return None
 
 

@@ -4,10 +4,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from schools.models import School, SchoolClass, SchoolMembership
-from schools.scheduling import runner
+from config.permissions import RecordPermissions
+from schools.models import School, SchoolClass, SchoolMembership, Student
+from schools.scheduling import runner, validation
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import CREATOR_INACTIVE, CREATOR_LACKS_PERMISSION, CREATOR_NOT_MEMBER
+from schools.services import NOT_IN_YOUR_SCHOOLS, record_update
 from tests.conftest import ALL_RECORD_PERMISSIONS, DISTRICT
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory, UserFactory
 from tests.helpers import api_client_for, in_seconds, make_due, schedule
@@ -225,7 +227,7 @@ def test_a_scheduled_change_runs_with_the_rights_its_creator_has_when_it_runs(sc
     reasons = {
         "activity": CREATOR_INACTIVE.format(user=creator.username),
         "permission": CREATOR_LACKS_PERMISSION.format(user=creator.username, permission="schools.change_schoolclass"),
-        "membership": CREATOR_NOT_MEMBER.format(user=creator.username, school="“Alder”"),
+        "membership": CREATOR_NOT_MEMBER.format(user=creator.username),
     }
     if loses == "nothing":
         assert (change.status, mine.school_class.name) == (ScheduledChangeStatus.DONE, "Renamed")
@@ -395,3 +397,80 @@ def test_filtering_by_another_schools_record_is_refused_like_an_unknown_one(scho
         other, unknown = (client.get(f"/api/{resource}/", {field: pk}) for pk in (record.pk, 999999))
         assert (other.status_code, other.json()) == (unknown.status_code, unknown.json()) == (400, other.json())
         assert list(other.json()) == [field]
+
+
+# --- Races: a record that moves between the check and the write -------------------------------
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_a_record_moved_to_another_school_after_the_check_is_not_written(schools, monkeypatch, method):
+    mine, theirs = schools
+    client = api_client_for(member_of(mine.school))
+    checked = RecordPermissions.has_object_permission
+
+    def check_then_move_away(self, request, view, obj):
+        allowed = checked(self, request, view, obj)
+        record_update(instance=mine.student, data={"school_class": theirs.school_class})  # district staff, meanwhile
+        return allowed
+
+    monkeypatch.setattr(RecordPermissions, "has_object_permission", check_then_move_away)
+    response = getattr(client, method)(f"/api/students/{mine.student.pk}/", {"first_name": "Changed"})
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == NOT_IN_YOUR_SCHOOLS
+    student = Student.objects.get(pk=mine.student.pk)
+    assert (student.school_id, student.first_name) == (theirs.school.pk, mine.student.first_name)
+
+
+def test_a_scheduled_change_whose_record_moves_away_after_its_check_fails(schools, monkeypatch):
+    mine, theirs = schools
+    creator = member_of(mine.school, permissions=["schools.change_student"])
+    change = schedule(
+        execute_at=in_seconds(3600),
+        resource="students",
+        operation="update",
+        target_id=mine.student.pk,
+        data={"first_name": "Changed"},
+        actor=creator,
+    )
+    make_due(change)
+    refusal = validation.creator_refusal
+
+    def check_then_move_away(change, target):
+        reason = refusal(change, target)
+        record_update(instance=mine.student, data={"school_class": theirs.school_class})
+        return reason
+
+    monkeypatch.setattr(runner, "creator_refusal", check_then_move_away)
+    runner.run_due()
+
+    change.refresh_from_db()
+    assert (change.status, change.error) == (ScheduledChangeStatus.FAILED, NOT_IN_YOUR_SCHOOLS)
+    assert Student.objects.get(pk=mine.student.pk).first_name == mine.student.first_name
+
+
+def test_admin_list_filters_name_only_the_members_schools(member_admin, schools):
+    mine, theirs = schools
+    for model in ["grade", "teacher", "student", "schoolclass"]:
+        page = member_admin.get(f"/admin/schools/{model}/").content.decode()
+        assert mine.school.name in page, model
+        assert theirs.school.name not in page, model
+
+
+def test_the_members_inline_does_not_list_every_user(client, schools):
+    mine, _ = schools
+    school_admin = member_of(
+        mine.school,
+        permissions=[
+            "schools.view_school",
+            "schools.change_school",
+            "schools.view_schoolmembership",
+            "schools.add_schoolmembership",
+        ],
+        is_staff=True,
+    )
+    stranger = UserFactory(username="someone-of-another-school")
+    client.force_login(school_admin)
+    page = client.get(f"/admin/schools/school/{mine.school.pk}/change/").content.decode()
+    assert "memberships-TOTAL_FORMS" in page
+    assert stranger.username not in page

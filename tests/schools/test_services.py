@@ -133,7 +133,7 @@ def test_sequences_follow_the_order_of_the_writes():
 def test_entry_remembers_the_actor():
     from tests.factories import UserFactory
 
-    user = UserFactory()
+    user = UserFactory(permissions=["schools.access_all_schools"])
     school = school_create(name="Actor school", actor=user)
     assert OperationLog.objects.get(resource="schools", object_id=school.pk).actor == user
 

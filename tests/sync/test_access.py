@@ -137,3 +137,49 @@ def test_the_migration_gives_earlier_entries_their_schools(two_schools_and_a_mov
 
     # Found from the lane, or from the payload's parent (a deleted class through its grade).
     assert dict(OperationLog.objects.values_list("pk", "school_id")) == expected
+
+
+def test_operator_answers_show_entries_only_to_who_may_read_the_log(two_schools_and_a_move, settings):
+    alder, _, _ = two_schools_and_a_move
+    entry = OperationLog.objects.filter(school_id=alder.pk).first()
+    for permission in ["sync.retry_operationlog", "sync.cancel_operationlog"]:
+        client = api_client_for(member_of(alder, permissions=[permission]))
+        action = permission.split(".")[1].split("_")[0]
+        assert client.post(f"/api/sync/operations/{entry.pk}/{action}/").status_code == 403
+    settings.SYNC_LANES = "school"
+    pauser = api_client_for(member_of(alder, permissions=["sync.pause_synclane"]))
+    assert pauser.post(f"/api/sync/lanes/{lane_of(alder)}/pause/").status_code == 403
+
+
+@pytest.mark.parametrize("lanes", ["school"], indirect=True)
+def test_filtering_the_log_by_another_schools_lane_answers_like_an_unknown_lane(two_schools_and_a_move):
+    alder, birch, _ = two_schools_and_a_move
+    client = api_client_for(member_of(alder))
+    other, unknown = (client.get("/api/sync/operations/", {"lane": lane}) for lane in (lane_of(birch), "school-0"))
+    assert other.status_code == unknown.status_code == 400
+    assert other.json() == unknown.json()
+    assert client.get("/api/sync/operations/", {"lane": lane_of(alder)}).status_code == 200
+
+
+@pytest.mark.parametrize("lanes", ["school"], indirect=True)
+def test_the_admin_log_filters_name_only_the_lanes_of_the_members_entries(two_schools_and_a_move, client):
+    alder, _, _ = two_schools_and_a_move
+    cedar = SchoolFactory(name="Cedar")
+    client.force_login(member_of(alder, is_staff=True))
+    page = client.get("/admin/sync/operationlog/").content.decode()
+    assert f"lane__name__exact={lane_of(alder)}" in page
+    assert f"lane__name__exact={lane_of(cedar)}" not in page
+
+
+def test_metrics_need_the_whole_log(client):
+    client.force_login(UserFactory(is_staff=True, permissions=LOG_READER))
+    assert client.get("/metrics").status_code == 401
+    client.force_login(UserFactory(is_staff=True, permissions=[*LOG_READER, DISTRICT]))
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_lane_name_with_a_nul_character_is_a_404(client):
+    district = UserFactory(is_staff=True, permissions=[*LOG_READER, "sync.pause_synclane", DISTRICT])
+    assert api_client_for(district).get("/api/sync/lanes/%00/").status_code == 404
+    client.force_login(district)
+    assert client.post("/admin/sync/operationlog/dashboard/lanes/%00/pause/").status_code == 404

@@ -152,7 +152,9 @@ def test_operator_actions_need_their_permissions(reader_client, editor_client, a
     entry.refresh_from_db()
     assert entry.status == EntryStatus.FAILED
 
-    may_only_retry = api_client_for(UserFactory(permissions=["sync.retry_operationlog", DISTRICT]))
+    may_only_retry = api_client_for(
+        UserFactory(permissions=["sync.view_operationlog", "sync.retry_operationlog", DISTRICT])
+    )
     assert may_only_retry.post(f"/api/sync/operations/{entry.pk}/cancel/").status_code == 403
     assert may_only_retry.post(f"/api/sync/operations/{entry.pk}/retry/").status_code == 200
 
@@ -241,7 +243,7 @@ def test_operations_filter_by_lane_and_show_every_slot(reader_client, two_school
 
 def test_operators_pause_and_resume_a_lane(reader_client, two_schools_with_a_move):
     old_lane, _ = two_schools_with_a_move
-    operator = UserFactory(permissions=["sync.pause_synclane", DISTRICT])
+    operator = UserFactory(permissions=["sync.view_operationlog", "sync.pause_synclane", DISTRICT])
     client = api_client_for(operator)
 
     listed = reader_client.get("/api/sync/lanes/").json()

@@ -145,5 +145,5 @@ def test_metrics_expose_the_documented_series(client, settings):
 
 
 def test_metrics_for_staff_sessions(client):
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(UserFactory(is_staff=True, permissions=["sync.view_operationlog", "schools.access_all_schools"]))
     assert client.get("/metrics").status_code == 200
