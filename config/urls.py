@@ -9,6 +9,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.views import ObtainTokenView, RevokeTokenView
 from schools import api as schools_api
+from schools.imports import api as imports_api
 from sync import api as sync_api
 from sync.views import metrics_view
 
@@ -24,6 +25,7 @@ router.register("classes", schools_api.SchoolClassViewSet)
 router.register("teachers", schools_api.TeacherViewSet)
 router.register("students", schools_api.StudentViewSet)
 router.register("scheduled-changes", schools_api.ScheduledChangeViewSet)
+router.register("imports", imports_api.ImportViewSet)
 router.register("sync/operations", sync_api.OperationLogViewSet)
 router.register("sync/lanes", sync_api.SyncLaneViewSet)
 

@@ -14,7 +14,17 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.db.models import Q
 
-from schools.models import Grade, ScheduledChange, School, SchoolClass, SchoolMembership, Student, Teacher, school_id_of
+from schools.models import (
+    Grade,
+    RecordImport,
+    ScheduledChange,
+    School,
+    SchoolClass,
+    SchoolMembership,
+    Student,
+    Teacher,
+    school_id_of,
+)
 from sync.lanes import SCHOOL_LANE_PREFIX
 from sync.models import OperationLog, SyncLane
 
@@ -31,6 +41,7 @@ SCHOOL_ID_PATHS: dict[type[models.Model], str] = {
     Student: "school_id",
     ScheduledChange: "school_id",
     SchoolMembership: "school_id",
+    RecordImport: "school_id",
 }
 """How each model reaches the id of the school it belongs to, for a queryset filter."""
 

@@ -288,10 +288,12 @@ def _numbers_taken_at(school_id: int, moving: models.QuerySet) -> str:
 
 
 # Django finds every model of the app through this module.
+from schools.imports.models import RecordImport  # noqa: E402
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus  # noqa: E402
 
 __all__ = [
     "Grade",
+    "RecordImport",
     "ScheduledChange",
     "ScheduledChangeStatus",
     "School",

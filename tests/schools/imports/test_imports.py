@@ -1,0 +1,234 @@
+"""Importing a school's students, teachers and classes from a spreadsheet: preview, all-or-none, order, access."""
+
+import io
+
+import openpyxl
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from schools.imports import files, services
+from schools.imports.models import ImportStatus, RecordImport
+from schools.models import SchoolClass, SchoolMembership, Student, Teacher
+from sync.models import EntryStatus, OperationLog
+from tests.conftest import ALL_RECORD_PERMISSIONS
+from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, UserFactory
+from tests.helpers import api_client_for, lane_of
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/imports/"
+STUDENT_HEADER = "student_number,first_name,last_name,grade,class\n"
+
+
+def csv(text: str, name: str = "students.csv") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, text.encode(), content_type="text/csv")
+
+
+@pytest.fixture
+def school():
+    school = SchoolFactory(name="Alder")
+    grade = GradeFactory(school=school, level=4, name="Grade 4")
+    SchoolClassFactory(grade=grade, name="4A")
+    SchoolClassFactory(grade=grade, name="4B")
+    return school
+
+
+@pytest.fixture
+def registrar(school):
+    user = UserFactory(permissions=ALL_RECORD_PERMISSIONS)
+    SchoolMembership.objects.create(user=user, school=school)
+    return user
+
+
+def post(client, upload, school, kind="students", dry_run=False):
+    return client.post(URL, {"file": upload, "kind": kind, "school": school.pk, "dry_run": dry_run}, format="multipart")
+
+
+def test_the_preview_shows_what_each_row_would_do_and_every_error(school, registrar):
+    four_a = SchoolClass.objects.get(name="4A")
+    StudentFactory(school_class=four_a, student_number="S1", first_name="Mia", last_name="Lee")
+    StudentFactory(school_class=four_a, student_number="S2", first_name="Noah", last_name="Jones")
+    other_school_class = SchoolClassFactory(grade__level=4, name="4Z")
+    before = OperationLog.objects.count()
+    text = (
+        STUDENT_HEADER
+        + "S1,Mia,Lee,4,4A\n"  # unchanged
+        + "S2,Noah,Jonas,4,4B\n"  # changed: last name and class
+        + "S3,Lena,García,4,4A\n"  # new
+        + f"S4,Omar,Haddad,4,{other_school_class.name}\n"  # another school's class
+        + "S3,Ada,Twice,4,4B\n"  # the same student number again
+    )
+    client = api_client_for(registrar)
+
+    response = post(client, csv(text), school, dry_run=True)
+
+    assert response.status_code == 200
+    rows = response.json()["rows"]
+    assert [(row["line"], row["action"]) for row in rows] == [
+        (2, "unchanged"),
+        (3, "update"),
+        (4, "create"),
+        (5, "error"),
+        (6, "error"),
+    ]
+    assert list(rows[3]["errors"]) == ["class"]
+    assert rows[4]["errors"] == {"student_number": ["Also on line 4: each row must be a different student."]}
+    assert response.json()["counts"] == {"create": 1, "update": 1, "unchanged": 1, "error": 2}
+
+    refused = post(client, csv(text), school)
+    assert refused.status_code == 400
+    assert refused.json()["counts"]["error"] == 2
+    assert OperationLog.objects.count() == before
+    assert not RecordImport.objects.exists()
+    assert Student.objects.get(student_number="S2").last_name == "Jones"
+
+
+@pytest.mark.parametrize("lanes", ["global", "school"])
+def test_a_clean_file_writes_every_row_with_one_entry_each_in_file_order(school, registrar, settings, lanes):
+    settings.SYNC_LANES = lanes
+    rows = [f"N{n:03d},First{n},Last{n},4,{'4A' if n % 2 else '4B'}" for n in range(40)]
+    client = api_client_for(registrar)
+
+    response = post(client, csv(STUDENT_HEADER + "\n".join(rows) + "\n"), school)
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    import_id = response.json()["id"]
+    services.import_run(import_id)
+    services.import_run(import_id)  # a second delivery of the task writes nothing more
+
+    record_import = RecordImport.objects.get(pk=import_id)
+    assert (record_import.status, record_import.created, record_import.rows_done) == ("done", 40, 40)
+    assert record_import.lane == (lane_of(school) if lanes == "school" else "global")
+    entries = list(OperationLog.objects.filter(resource="students", lane=record_import.lane).order_by("sequence"))
+    assert [entry.payload["student_number"] for entry in entries] == [f"N{n:03d}" for n in range(40)]
+    sequences = [entry.sequence for entry in entries]
+    assert sequences == list(range(record_import.first_sequence, record_import.last_sequence + 1))
+    assert {entry.actor_id for entry in entries} == {registrar.pk}
+    assert all(entry.school_id == school.pk for entry in entries)
+
+    status = client.get(f"{URL}{import_id}/").json()
+    assert (status["status"], status["rows_done"], status["delivery"]["entries"]) == ("done", 40, 40)
+    assert status["delivery"]["delivered"] == 0
+
+
+def test_teachers_and_classes_import_by_email_and_by_grade_and_name(school, registrar):
+    client = api_client_for(registrar)
+    teachers = "email,first_name,last_name\nada@alder.org,Ada,Lovelace\nALAN@alder.org,Alan,Turing\n"
+    created = post(client, csv(teachers, "teachers.csv"), school, kind="teachers")
+    services.import_run(created.json()["id"])
+    assert set(Teacher.objects.filter(school=school).values_list("email", flat=True)) == {
+        "ada@alder.org",
+        "ALAN@alder.org",
+    }
+
+    classes = "grade,name,homeroom_teacher\n4,4A,alan@alder.org\n4,4C,ada@alder.org\n4,4D,nobody@alder.org\n9,9A,\n"
+    preview = post(client, csv(classes, "classes.csv"), school, kind="classes", dry_run=True).json()
+    assert [(row["action"], list(row["errors"])) for row in preview["rows"]] == [
+        ("update", []),
+        ("create", []),
+        ("error", ["homeroom_teacher"]),
+        ("error", ["grade"]),
+    ]
+
+
+def test_an_xlsx_file_and_the_export_round_trip(school, registrar):
+    four_a = SchoolClass.objects.get(name="4A")
+    StudentFactory(school_class=four_a, student_number="S1")
+    client = api_client_for(registrar)
+
+    exported = client.get(f"{URL}export/", {"school": school.pk, "kind": "students", "file_format": "xlsx"})
+    assert exported.status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(exported.content)).active
+    assert [cell.value for cell in sheet[1]] == files.COLUMNS["students"]
+    sheet.append(["S9", "New", "Student", 4, "4B"])
+    edited = io.BytesIO()
+    sheet.parent.save(edited)
+
+    upload = SimpleUploadedFile("students.xlsx", edited.getvalue())
+    preview = post(client, upload, school, dry_run=True).json()
+    assert [row["action"] for row in preview["rows"]] == ["unchanged", "create"]
+
+    exported_csv = client.get(f"{URL}export/", {"school": school.pk, "kind": "students"})
+    assert exported_csv["Content-Type"] == "text/csv"
+    assert exported_csv.content.decode().splitlines()[0] == ",".join(files.COLUMNS["students"])
+
+
+def test_files_that_cannot_be_imported_are_refused_with_the_reason(school, registrar, settings):
+    client = api_client_for(registrar)
+    too_many = STUDENT_HEADER + "".join(f"N{n},A,B,4,4A\n" for n in range(files.MAX_IMPORT_ROWS + 1))
+    response = post(client, csv(too_many), school, dry_run=True)
+    assert response.status_code == 400
+    assert f"at most {files.MAX_IMPORT_ROWS}" in response.json()["file"][0]
+    assert post(client, csv("name\nx\n"), school, dry_run=True).json()["file"][0].startswith("The file has no column")
+    assert post(client, csv("x", "students.txt"), school).json() == {"file": [files.UNKNOWN_FORMAT]}
+    broken = SimpleUploadedFile("students.xlsx", b"not a spreadsheet")
+    assert post(client, broken, school).status_code == 400
+
+
+def test_imports_keep_to_the_users_schools_and_permissions(school, registrar):
+    other = SchoolFactory(name="Birch")
+    body = STUDENT_HEADER + "S1,A,B,4,4A\n"
+    refused = post(api_client_for(registrar), csv(body), other)
+    assert (refused.status_code, list(refused.json())) == (400, ["school"])
+    assert post(api_client_for(None), csv(body), school).status_code == 401
+    viewer = UserFactory(permissions=["schools.view_student"])
+    SchoolMembership.objects.create(user=viewer, school=school)
+    assert post(api_client_for(viewer), csv(body), school).status_code == 403
+    assert api_client_for(viewer).get(f"{URL}export/", {"school": other.pk, "kind": "students"}).status_code == 400
+
+
+def test_an_import_runs_with_the_rights_its_creator_has_when_it_runs(school, registrar):
+    response = post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\n"), school)
+    SchoolMembership.objects.filter(user=registrar).delete()
+
+    services.import_run(response.json()["id"])
+
+    record_import = RecordImport.objects.get()
+    assert record_import.status == ImportStatus.FAILED
+    assert "may no longer import" in record_import.errors[0]["errors"]["row"][0]
+    assert not Student.objects.exists()
+
+
+def test_rows_that_became_invalid_before_the_run_fail_the_whole_import(school, registrar):
+    response = post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\nS2,C,D,4,4B\n"), school)
+    SchoolClass.objects.filter(name="4B").delete()
+
+    services.import_run(response.json()["id"])
+
+    record_import = RecordImport.objects.get()
+    assert record_import.status == ImportStatus.FAILED
+    assert record_import.errors == [{"line": 3, "errors": {"class": [record_import.errors[0]["errors"]["class"][0]]}}]
+    assert not Student.objects.exists()
+
+
+def test_the_delivery_estimate_follows_the_lanes_push_rate(school, registrar):
+    response = post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\nS2,C,D,4,4B\n"), school)
+    services.import_run(response.json()["id"])
+    record_import = RecordImport.objects.get()
+    now = timezone.now()
+    assert services.delivery(record_import, now)["eta_seconds"] is None  # nothing pushed yet: no rate
+
+    lane_entries = OperationLog.objects.filter(lane=record_import.lane).order_by("sequence")
+    before_import = lane_entries.filter(sequence__lt=record_import.first_sequence)
+    before_import.update(status=EntryStatus.SUCCEEDED, pushed_at=now)
+    figures = services.delivery(record_import, now)
+    assert figures["to_send_before_done"] == 2
+    rate = before_import.count() / services.RATE_WINDOW_SECONDS
+    assert figures["eta_seconds"] == pytest.approx(2 / rate, rel=0.01)
+
+    lane_entries.update(status=EntryStatus.SUCCEEDED, pushed_at=now)
+    figures = services.delivery(record_import, now)
+    assert (figures["delivered"], figures["eta_seconds"]) == (2, 0.0)
+
+
+def test_imports_are_listed_only_for_their_schools_and_kinds(school, registrar):
+    post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\n"), school)
+    assert api_client_for(registrar).get(URL).json()["count"] == 1
+    stranger = UserFactory(permissions=ALL_RECORD_PERMISSIONS)
+    SchoolMembership.objects.create(user=stranger, school=SchoolFactory())
+    assert api_client_for(stranger).get(URL).json()["count"] == 0
+    teacher_reader = UserFactory(permissions=["schools.view_teacher"])
+    SchoolMembership.objects.create(user=teacher_reader, school=school)
+    assert api_client_for(teacher_reader).get(URL).json()["count"] == 0
