@@ -22,7 +22,7 @@ TEST_REDIS_URL = $(if $(CELERY_BROKER_URL),,$(if $(call port_open,6379),$(LOCAL_
 help:
 	@echo "make run           install, migrate, load demo data, start web, workers, beat and the simulator"
 	@echo "make test          install and run the whole test suite"
-	@echo "make bench         benchmarks on PostgreSQL and RabbitMQ (docs/bench/); BENCH=push|write|scheduled for one"
+	@echo "make bench         benchmarks on PostgreSQL and RabbitMQ (docs/bench/); BENCH=push|write|scheduled|lanes|imports for one"
 	@echo "make lint          ruff lint and format check, mypy"
 	@echo "make format        apply ruff fixes and formatting"
 	@echo "make screenshots   refresh docs/screenshots from the browser test"

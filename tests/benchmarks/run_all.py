@@ -7,9 +7,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import bench_lanes, bench_push, bench_scheduled, bench_write, harness
+from tests.benchmarks import bench_imports, bench_lanes, bench_push, bench_scheduled, bench_write, harness
 
-BENCHMARKS = {"write": bench_write, "push": bench_push, "scheduled": bench_scheduled, "lanes": bench_lanes}
+BENCHMARKS = {
+    "write": bench_write,
+    "push": bench_push,
+    "scheduled": bench_scheduled,
+    "lanes": bench_lanes,
+    "imports": bench_imports,
+}
 
 
 def main(selected: list[str]) -> None:
