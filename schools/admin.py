@@ -10,6 +10,7 @@ from django.http import HttpResponseRedirect
 from config.api import CONCURRENT_CHANGE
 from config.errors import ConflictError
 from schools import access
+from schools.imports.admin import SchoolImports
 from schools.lanes import lane_of
 from schools.models import Grade, ScheduledChange, School, SchoolClass, SchoolMembership, Student, Teacher
 from schools.scheduling.services import NotCancellableError, scheduled_change_cancel
@@ -157,6 +158,9 @@ class SchoolAdmin(ServiceWritesMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return super().has_add_permission(request) and access.may_access(request.user, [None])
+
+    def get_urls(self):
+        return SchoolImports(self).get_urls() + super().get_urls()
 
 
 @admin.register(Grade)
