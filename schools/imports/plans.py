@@ -74,8 +74,14 @@ class _School:
         self.students = {s.student_number: s for s in Student.objects.filter(school=school)}
 
 
-def plan(kind: str, school: School, rows: list[dict[str, str]], user: User) -> list[RowPlan]:
-    """A plan per row, in file order; writes nothing."""
+def plan(
+    kind: str, school: School, rows: list[dict[str, str]], user: User, *, check_models: bool = True
+) -> list[RowPlan]:
+    """A plan per row, in file order; writes nothing.
+
+    Without ``check_models`` the model's own validation is left to the services that write
+    the rows, which run it anyway (``check_row`` turns its refusal into the row's errors).
+    """
     spec = KINDS[ImportKind(kind)]
     known = _School(school)
     serializer = spec.serializer(context={"user": user})
@@ -99,7 +105,8 @@ def plan(kind: str, school: School, rows: list[dict[str, str]], user: User) -> l
             if row.record is not None and _unchanged(row.record, row.data):
                 row.action = Action.UNCHANGED
                 continue
-            _check_model(spec.model, row.record, row.data)
+            if check_models:
+                _check_model(spec.model, row.record, row.data)
         except ValidationError as exc:
             row.errors = _by_column(spec, exc)
             continue
@@ -180,6 +187,11 @@ def _check_model(model: type[models.Model], record: models.Model | None, data: d
         for name, value in data.items():
             setattr(candidate, name, value)
     candidate.full_clean()
+
+
+def row_errors(kind: str, exc: ValidationError) -> dict[str, list[str]]:
+    """A refusal of a row's write, by the file's columns."""
+    return _by_column(KINDS[ImportKind(kind)], exc)
 
 
 def _by_column(spec: _Kind, exc: ValidationError) -> dict[str, list[str]]:

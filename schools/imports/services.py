@@ -16,7 +16,7 @@ from config.errors import ConflictError
 from schools import access
 from schools.imports import files
 from schools.imports.models import ImportKind, ImportStatus, RecordImport
-from schools.imports.plans import Action, RowPlan, plan
+from schools.imports.plans import Action, RowPlan, plan, row_errors
 from schools.models import School
 from schools.services import record_create, record_update
 from sync import lanes
@@ -135,17 +135,22 @@ def _write(record_import: RecordImport) -> None:
         raise ValidationError(CREATOR_MAY_NOT.format(user=name, kind=kind))
     lane = lanes.lane_of_school(school.pk)
     lock_lanes([lane])  # before the rows are checked: nothing in the school can change until the import commits
-    plans = plan(kind, school, record_import.rows, creator)
+    # The services validate each row as they write it; what the preview checked beyond that is checked here.
+    plans = plan(kind, school, record_import.rows, creator, check_models=False)
     if any(row.errors for row in plans):
         raise ImportRefused(plans)
     first = SyncLane.objects.get(pk=lane).next_sequence
     model = {ImportKind.STUDENTS: "Student", ImportKind.TEACHERS: "Teacher", ImportKind.CLASSES: "SchoolClass"}
     model_class = School._meta.apps.get_model("schools", model[ImportKind(kind)])
     for done, row in enumerate(plans, start=1):
-        if row.action == Action.CREATE:
-            record_create(model=model_class, data=row.data, actor=creator)
-        elif row.action == Action.UPDATE and row.record is not None:
-            record_update(instance=row.record, data=row.data, actor=creator)
+        try:
+            if row.action == Action.CREATE:
+                record_create(model=model_class, data=row.data, actor=creator)
+            elif row.action == Action.UPDATE and row.record is not None:
+                record_update(instance=row.record, data=row.data, actor=creator)
+        except ValidationError as exc:
+            row.errors = row_errors(kind, exc)
+            raise ImportRefused([row]) from exc  # the rows written so far roll back with the transaction
         if done % PROGRESS_EVERY_ROWS == 0:
             _set_progress(record_import.pk, done)
     after = SyncLane.objects.get(pk=lane).next_sequence

@@ -9,10 +9,17 @@ from django.utils import timezone
 
 from schools.imports import files, services
 from schools.imports.models import ImportStatus, RecordImport
-from schools.models import SchoolClass, SchoolMembership, Student, Teacher
+from schools.models import TEACHER_EMAIL_TAKEN, SchoolClass, SchoolMembership, Student, Teacher
 from sync.models import EntryStatus, OperationLog
 from tests.conftest import ALL_RECORD_PERMISSIONS
-from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, UserFactory
+from tests.factories import (
+    GradeFactory,
+    SchoolClassFactory,
+    SchoolFactory,
+    StudentFactory,
+    TeacherFactory,
+    UserFactory,
+)
 from tests.helpers import api_client_for, lane_of
 
 pytestmark = pytest.mark.django_db
@@ -232,3 +239,16 @@ def test_imports_are_listed_only_for_their_schools_and_kinds(school, registrar):
     teacher_reader = UserFactory(permissions=["schools.view_teacher"])
     SchoolMembership.objects.create(user=teacher_reader, school=school)
     assert api_client_for(teacher_reader).get(URL).json()["count"] == 0
+
+
+def test_a_row_the_services_refuse_when_it_runs_fails_the_import_with_its_line(school, registrar):
+    teachers = "email,first_name,last_name\nada@alder.org,Ada,Lovelace\nalan@alder.org,Alan,Turing\n"
+    response = post(api_client_for(registrar), csv(teachers, "teachers.csv"), school, kind="teachers")
+    TeacherFactory(school=SchoolFactory(name="Birch"), email="Alan@Alder.org")  # meanwhile, at another school
+
+    services.import_run(response.json()["id"])
+
+    record_import = RecordImport.objects.get()
+    assert record_import.status == ImportStatus.FAILED
+    assert record_import.errors == [{"line": 3, "errors": {"email": [TEACHER_EMAIL_TAKEN]}}]
+    assert not Teacher.objects.filter(school=school).exists()  # the first row rolled back with it
