@@ -20,7 +20,6 @@ from django.views.decorators.http import require_POST
 from config.api import signed_in_user
 from schools import access
 from schools.imports import files
-from schools.imports.api import VIEW_PERMISSIONS
 from schools.imports.models import ImportKind, RecordImport
 from schools.imports.plans import KINDS, Action, RowPlan
 from schools.imports.services import (
@@ -31,6 +30,7 @@ from schools.imports.services import (
     import_start,
     permission_refusal,
     progress,
+    readable_kinds,
 )
 from schools.models import School
 
@@ -224,8 +224,7 @@ def _visible_imports(request: HttpRequest):
 
 
 def _readable_kinds(request: HttpRequest) -> list[str]:
-    user = signed_in_user(request)
-    return [kind for kind, permission in VIEW_PERMISSIONS.items() if user.has_perm(permission)]
+    return readable_kinds(signed_in_user(request))
 
 
 def _export_links(school: School, kind: str) -> list[tuple[str, str]]:

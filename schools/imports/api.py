@@ -25,18 +25,13 @@ from schools.imports.services import (
     import_start,
     permission_refusal,
     progress,
+    readable_kinds,
 )
 from schools.models import School
 from schools.serializers import InUsersSchoolsField
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-
-VIEW_PERMISSIONS = {
-    ImportKind.STUDENTS: "schools.view_student",
-    ImportKind.TEACHERS: "schools.view_teacher",
-    ImportKind.CLASSES: "schools.view_schoolclass",
-}
 
 
 class ImportRequestSerializer(serializers.Serializer):
@@ -134,7 +129,7 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     ordering = ["-created_at"]
 
     def get_queryset(self):
-        kinds = [kind for kind, permission in VIEW_PERMISSIONS.items() if self.request.user.has_perm(permission)]
+        kinds = readable_kinds(signed_in_user(self.request))
         return access.scoped(super().get_queryset(), self.request.user).filter(kind__in=kinds)
 
     @extend_schema(
@@ -143,7 +138,8 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             200: OpenApiResponse(PreviewSerializer, description="dry_run: what the import would do, row by row."),
             202: OpenApiResponse(ImportSerializer, description="Queued: it is written in the background."),
             400: OpenApiResponse(
-                PreviewSerializer, description="Rows with errors (nothing written), or a file that cannot be read."
+                {"anyOf": [{"$ref": "#/components/schemas/Preview"}, {"$ref": "#/components/schemas/FieldErrors"}]},
+                description="Rows with errors (nothing written), or a file that cannot be read; or messages per field.",
             ),
         },
         description=(
@@ -190,7 +186,7 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         query = ExportQuerySerializer(data=request.query_params, context={"request": request})
         query.is_valid(raise_exception=True)
         kind, school = query.validated_data["kind"], query.validated_data["school"]
-        if not request.user.has_perm(VIEW_PERMISSIONS[kind]):
+        if kind not in readable_kinds(signed_in_user(request)):
             raise PermissionDenied(f"You may not read {kind}.")
         file_format = query.validated_data["file_format"]
         response = HttpResponse(files.export(school, kind, file_format), content_type=files.FORMATS[file_format])

@@ -174,7 +174,15 @@ def _validated(serializer: drf_serializers.ModelSerializer, data: dict[str, Any]
 
 
 def _unchanged(record: models.Model, data: dict[str, Any]) -> bool:
-    return all(getattr(record, name) == value for name, value in data.items())
+    """Whether the row leaves the record as it is; references compared by id, without reading them."""
+    for name, value in data.items():
+        field = record._meta.get_field(name)
+        if isinstance(field, models.ForeignKey):
+            if getattr(record, field.attname) != (value.pk if value is not None else None):
+                return False
+        elif getattr(record, name) != value:
+            return False
+    return True
 
 
 def _check_model(model: type[models.Model], record: models.Model | None, data: dict[str, Any]) -> None:

@@ -61,13 +61,21 @@ class Preview:
         return any(row.errors for row in self.plans)
 
 
+MODEL_NAMES = {ImportKind.STUDENTS: "student", ImportKind.TEACHERS: "teacher", ImportKind.CLASSES: "schoolclass"}
+
+
+def readable_kinds(user: User) -> list[str]:
+    """The kinds whose records, and so imports, the user may read: with view, or change (as the admin counts it)."""
+    return [
+        kind
+        for kind, model in MODEL_NAMES.items()
+        if user.has_perm(f"schools.view_{model}") or user.has_perm(f"schools.change_{model}")
+    ]
+
+
 def permission_refusal(user: User, kind: str) -> str | None:
     """Why the user may not import this kind of record anywhere; None if they may."""
-    model = {
-        ImportKind.STUDENTS: "student",
-        ImportKind.TEACHERS: "teacher",
-        ImportKind.CLASSES: "schoolclass",
-    }[ImportKind(kind)]
+    model = MODEL_NAMES[ImportKind(kind)]
     needed = [f"schools.{action}_{model}" for action in IMPORT_PERMISSIONS]
     if user.is_active and user.has_perms(needed):
         return None

@@ -252,3 +252,24 @@ def test_a_row_the_services_refuse_when_it_runs_fails_the_import_with_its_line(s
     assert record_import.status == ImportStatus.FAILED
     assert record_import.errors == [{"line": 3, "errors": {"email": [TEACHER_EMAIL_TAKEN]}}]
     assert not Teacher.objects.filter(school=school).exists()  # the first row rolled back with it
+
+
+def test_previewing_a_re_import_reads_one_reference_per_row_and_no_record(school, registrar):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    four_a = SchoolClass.objects.get(name="4A")
+    client = api_client_for(registrar)
+
+    def queries_for_preview() -> int:
+        exported = client.get(f"{URL}export/", {"school": school.pk, "kind": "students"}).content.decode()
+        with CaptureQueriesContext(connection) as captured:
+            rows = post(client, csv(exported), school, dry_run=True).json()["rows"]
+        assert {row["action"] for row in rows} == {"unchanged"}
+        return len(captured)
+
+    StudentFactory(school_class=four_a)
+    few = queries_for_preview()
+    for _ in range(10):
+        StudentFactory(school_class=four_a)
+    assert queries_for_preview() == few + 10  # the class each row names, checked as the API checks it
