@@ -1,4 +1,4 @@
-"""REST API plumbing shared by every app: pagination, the 409 error and error translation."""
+"""REST API plumbing shared by every app: pagination, the 409 error, error translation and the API's own 400 and 404."""
 
 import logging
 from typing import cast
@@ -6,7 +6,8 @@ from typing import cast
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, pagination, status
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500  # keeps a single response (and its queries) bounded
+API_PATH = "/api/"
 
 CONCURRENT_CHANGE = "The change conflicts with a concurrent change to the same records; reload and try again."
 
@@ -60,3 +62,17 @@ def _validation_detail(exc: DjangoValidationError) -> dict[str, list[str]]:
         (api_settings.NON_FIELD_ERRORS_KEY if field == "__all__" else field): messages
         for field, messages in exc.message_dict.items()
     }
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 for a request it refuses itself (a form of too many fields): JSON under /api/."""
+    if request.path.startswith(API_PATH):
+        return JsonResponse({"detail": str(exceptions.ParseError.default_detail)}, status=status.HTTP_400_BAD_REQUEST)
+    return defaults.bad_request(request, exception)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 for a URL no route matches (``/api/schools/x/``): JSON under /api/, like every API answer."""
+    if request.path.startswith(API_PATH):
+        return JsonResponse({"detail": str(exceptions.NotFound.default_detail)}, status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)

@@ -3,10 +3,15 @@
 from typing import Any
 
 ERROR = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+MESSAGES = {"type": "array", "items": {"type": "string"}}
 FIELD_ERRORS = {
     "type": "object",
-    "description": "Messages per field; `non_field_errors` for the request as a whole, `detail` for a malformed body.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": (
+        "Messages per field; `non_field_errors` for the request as a whole, `detail` for a malformed body. "
+        "A list field's messages are per item, by index."
+    ),
+    "properties": {"detail": {"type": "string"}},
+    "additionalProperties": {"anyOf": [MESSAGES, {"type": "object", "additionalProperties": MESSAGES}]},
 }
 WRITES = {"post", "put", "patch", "delete"}
 
@@ -19,9 +24,9 @@ def _answer(description: str, schema: str) -> dict[str, Any]:
 
 
 def document_errors(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: add the 400/401/403/404/409/429 answers each operation can give.
+    """drf-spectacular postprocessing hook: add the 400/401/403/404/409/413/415/429 answers each operation can give.
 
-    An operation's own declaration of a code wins.
+    A list's 404 is a page past its end; 413 and 415 are for a body. An operation's own declaration of a code wins.
     """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR)
@@ -38,10 +43,19 @@ def document_errors(result: dict[str, Any], generator, request, public) -> dict[
                 errors["403"] = _answer("The user lacks the permission this needs.", "Error")
             if "{" in path:
                 errors["404"] = _answer("No such record, or not one the user may see.", "Error")
+            elif _is_paginated(operation):
+                errors["404"] = _answer("No such page.", "Error")
             if method in WRITES and "{" in path:
                 errors["409"] = _answer("Not possible in the record's current state; the message says why.", "Error")
             if method == "post" and "{" not in path and not path.startswith("/api/auth/"):
                 errors["409"] = _answer("A concurrent change conflicts; reload and try again.", "Error")
+            if "requestBody" in operation:
+                errors["413"] = _answer("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.", "Error")
+                errors["415"] = _answer("The body is not JSON, a form or multipart.", "Error")
             for code, answer in errors.items():
                 responses.setdefault(code, answer)
     return result
+
+
+def _is_paginated(operation: dict[str, Any]) -> bool:
+    return any(parameter.get("name") == "page" for parameter in operation.get("parameters", []))

@@ -43,3 +43,6 @@ urlpatterns = [
 if settings.DEBUG:
     # The browsable API's own sign-in page, for development; in production people sign in at the admin.
     urlpatterns.append(path("api-auth/", include("rest_framework.urls")))
+
+handler400 = "config.api.bad_request"
+handler404 = "config.api.not_found"

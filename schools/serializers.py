@@ -73,7 +73,7 @@ class StudentSerializer(RecordSerializer):
 
 class ScheduledChangeSerializer(serializers.ModelSerializer):
     created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True, help_text="Who scheduled the change."
     )
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
     # A field named "data": the metaclass moves it out of the class, so Serializer.data stays

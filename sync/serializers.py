@@ -19,12 +19,14 @@ class SlotSerializer(serializers.Serializer):
 class OperationLogSerializer(serializers.ModelSerializer):
     lane = serializers.CharField(source="lane_id", read_only=True)
     slots = serializers.SerializerMethodField(help_text="Every slot the entry holds, its own lane first.")
-    actor: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="Who made the change."
+    )
     cancelled_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True, help_text="Who cancelled the entry."
     )
     retried_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True, help_text="Who last made the entry due again by hand."
     )
     attempts = serializers.IntegerField(source="attempt_count", read_only=True)
     school = serializers.IntegerField(

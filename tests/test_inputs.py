@@ -4,8 +4,9 @@ import json
 import logging
 
 import pytest
+from django.conf import settings
 
-from config.inputs import MAX_SEARCH_TERMS
+from config.inputs import MAX_SEARCH_TERMS, NUL_REFUSED, TIME_OUT_OF_RANGE
 from config.logs import OneLineFormatter
 from schools.models import School
 from schools.validators import MAX_ADDRESS_LENGTH, NAME_REFUSED
@@ -55,13 +56,43 @@ def test_numbers_no_column_can_hold_are_a_400_in_filters(superuser_client, path)
     assert "at most" in json.dumps(response.json())
 
 
+@pytest.mark.parametrize("moment", ["2203-12-27T04:36:49-21:56", "0001-01-01T00:00:00+01:00"])
+def test_times_no_database_can_compare_are_a_400_in_filters(superuser_client, moment):
+    response = superuser_client.get("/api/scheduled-changes/", {"due_before": moment})
+    assert response.status_code == 400
+    assert response.json() == {"due_before": [TIME_OUT_OF_RANGE]}
+
+
+def test_times_in_any_real_time_zone_filter(superuser_client):
+    response = superuser_client.get("/api/scheduled-changes/", {"due_after": "2026-01-01T00:00:00+14:00"})
+    assert response.status_code == 200
+
+
+def test_a_form_of_too_many_fields_is_a_json_400(superuser_client):
+    body = "&".join(f"ids={number}" for number in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
+    response = superuser_client.post(
+        "/api/scheduled-changes/cancel/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Malformed request."}
+
+
+def test_an_api_url_no_route_matches_is_a_json_404(superuser_client):
+    response = superuser_client.get("/api/schools/1/no-such-action/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert superuser_client.get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
 def test_a_search_of_too_many_terms_is_a_400(superuser_client):
     SchoolFactory(name="Hillcrest")
     assert superuser_client.get("/api/schools/", {"search": " ".join(["Hill"] * MAX_SEARCH_TERMS)}).status_code == 200
     response = superuser_client.get("/api/students/", {"search": " ".join(["a"] * 1000)})
     assert response.status_code == 400
     assert response.json() == {"search": [f"At most {MAX_SEARCH_TERMS} search terms."]}
-    assert superuser_client.get("/api/schools/", {"search": "Hill\x00"}).status_code == 400
+    nul = superuser_client.get("/api/schools/", {"search": "Hill\x00"})
+    assert nul.status_code == 400
+    assert nul.json() == {"search": [NUL_REFUSED]}
 
 
 def test_an_oversized_address_is_refused_and_nothing_is_written(superuser_client):

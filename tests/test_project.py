@@ -82,15 +82,21 @@ def test_demo_data_loads_through_the_services_once(tmp_path, monkeypatch):
 def test_the_schema_documents_every_error_an_operation_can_answer(superuser_client):
     schema = yaml.safe_load(superuser_client.get("/api/schema/").content)
     students, student = schema["paths"]["/api/students/"], schema["paths"]["/api/students/{id}/"]
-    assert {"400", "401", "403", "429"} <= set(students["get"]["responses"])
-    assert {"400", "401", "403", "409", "429"} <= set(students["post"]["responses"])
+    assert {"400", "401", "403", "404", "429"} <= set(students["get"]["responses"])  # 404: a page past the end
+    assert {"400", "401", "403", "409", "413", "415", "429"} <= set(students["post"]["responses"])
     assert {"401", "403", "404", "429"} <= set(student["get"]["responses"])
-    assert "400" not in student["get"]["responses"]
+    assert not {"400", "413", "415"} & set(student["get"]["responses"])
     assert {"400", "404", "409"} <= set(student["patch"]["responses"])
     assert {"404", "409"} <= set(student["delete"]["responses"])
     token = schema["paths"]["/api/auth/token/"]["post"]["responses"]
     assert {"400", "429"} <= set(token)
     assert "401" not in token
-    assert schema["components"]["schemas"]["FieldErrors"]["additionalProperties"]["type"] == "array"
+    assert "404" not in schema["paths"]["/api/sync/status/"]["get"]["responses"]
+    field_errors = schema["components"]["schemas"]["FieldErrors"]
+    assert field_errors["properties"]["detail"] == {"type": "string"}
+    assert {"type": "array", "items": {"type": "string"}} in field_errors["additionalProperties"]["anyOf"]
     # Nullable where the field is.
     assert schema["components"]["schemas"]["SchoolClass"]["properties"]["homeroom_teacher"]["nullable"] is True
+    for field in ("actor", "cancelled_by", "retried_by"):
+        assert schema["components"]["schemas"]["OperationLog"]["properties"][field]["nullable"] is True
+    assert schema["components"]["schemas"]["ScheduledChange"]["properties"]["created_by"]["nullable"] is True
