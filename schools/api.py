@@ -3,7 +3,13 @@
 from django.shortcuts import get_object_or_404
 from django.utils.functional import cached_property
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
@@ -199,6 +205,16 @@ class SchoolMemberViewSet(
 
 
 MAX_BATCH_SIZE = 1000  # changes in one POST
+ONE_OR_MANY_CHANGES = PolymorphicProxySerializer(
+    component_name="ScheduledChangeOrBatch",
+    serializers=[ScheduledChangeSerializer, ScheduledChangeSerializer(many=True)],
+    resource_type_field_name=None,
+    many=False,
+)
+"""One scheduled change, or a batch: a JSON array of them."""
+FIELD_ERRORS_REF = {"$ref": "#/components/schemas/FieldErrors"}  # documented by config.schema
+
+
 SCHEDULING_LIMITS_DESCRIPTION = (
     "The user has scheduled SCHEDULED_CHANGES_PER_MINUTE changes in the last minute (Retry-After says when "
     "to try again), or has SCHEDULED_CHANGES_MAX_PENDING changes waiting to run."
@@ -236,7 +252,15 @@ class ScheduledChangePermissions(permissions.BasePermission):
             "It is validated now exactly like the immediate request, and needs the same permission. "
             "It runs with the rights its creator has when it runs."
         ),
-        responses={201: ScheduledChangeSerializer, 429: OpenApiResponse(description=SCHEDULING_LIMITS_DESCRIPTION)},
+        request=ONE_OR_MANY_CHANGES,
+        responses={
+            201: OpenApiResponse(ONE_OR_MANY_CHANGES, description="The change, or the batch."),
+            400: OpenApiResponse(
+                {"oneOf": [FIELD_ERRORS_REF, {"type": "array", "items": FIELD_ERRORS_REF}]},
+                description="The messages per field; for a batch, one object per change, in order (empty if valid).",
+            ),
+            429: OpenApiResponse(description=SCHEDULING_LIMITS_DESCRIPTION),
+        },
     ),
     destroy=extend_schema(
         description="Cancel a change that has not started: by its creator, or who may delete that school's changes.",

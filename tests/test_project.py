@@ -100,3 +100,14 @@ def test_the_schema_documents_every_error_an_operation_can_answer(superuser_clie
     for field in ("actor", "cancelled_by", "retried_by"):
         assert schema["components"]["schemas"]["OperationLog"]["properties"][field]["nullable"] is True
     assert schema["components"]["schemas"]["ScheduledChange"]["properties"]["created_by"]["nullable"] is True
+
+
+def test_the_schema_documents_a_batch_of_scheduled_changes(superuser_client):
+    schema = yaml.safe_load(superuser_client.get("/api/schema/").content)
+    create = schema["paths"]["/api/scheduled-changes/"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    one_or_many = schema["components"]["schemas"][body]["oneOf"]
+    assert {"$ref": "#/components/schemas/ScheduledChangeRequest"} in one_or_many
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/ScheduledChangeRequest"}} in one_or_many
+    errors = create["responses"]["400"]["content"]["application/json"]["schema"]["oneOf"]
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/FieldErrors"}} in errors
