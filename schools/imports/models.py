@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class ImportKind(models.TextChoices):
@@ -30,7 +31,7 @@ class RecordImport(models.Model):
     kind = models.CharField(max_length=16, choices=ImportKind.choices)
     school = models.ForeignKey("schools.School", on_delete=models.CASCADE, related_name="imports")
     file_name = models.CharField(max_length=255)
-    rows = models.JSONField(help_text="The file's rows, each a dict of its columns, in file order.")
+    rows = models.JSONField(help_text="The file's rows, each its line number and a dict of its columns, in file order.")
     status = models.CharField(max_length=16, choices=ImportStatus.choices, default=ImportStatus.QUEUED)
     rows_total = models.PositiveIntegerField()
     rows_done = models.PositiveIntegerField(default=0, help_text="Rows checked and written, once it is done.")
@@ -43,6 +44,9 @@ class RecordImport(models.Model):
     last_sequence = models.BigIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(
+        default=timezone.now, help_text="When its task was last sent; the sweep sends it again after a while."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

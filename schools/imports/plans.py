@@ -5,6 +5,7 @@ scoped to the user's schools, then the model's validation), and against each oth
 record named twice in one file is an error on its second line.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,6 @@ from schools.imports.files import REQUIRED as REQUIRED_COLUMNS
 from schools.imports.models import ImportKind
 from schools.models import MAX_GRADE_LEVEL, MIN_GRADE_LEVEL, School, SchoolClass, Student, Teacher
 from schools.serializers import SchoolClassSerializer, StudentSerializer, TeacherSerializer
-
-FIRST_DATA_LINE = 2
-"""Line numbers as a spreadsheet shows them: the header is line 1."""
 
 REQUIRED = "This column is required."
 NOT_A_LEVEL = f"Must be a grade level from {MIN_GRADE_LEVEL} to {MAX_GRADE_LEVEL}."
@@ -75,7 +73,7 @@ class _School:
 
 
 def plan(
-    kind: str, school: School, rows: list[dict[str, str]], user: User, *, check_models: bool = True
+    kind: str, school: School, rows: Sequence[Sequence[Any]], user: User, *, check_models: bool = True
 ) -> list[RowPlan]:
     """A plan per row, in file order; writes nothing.
 
@@ -87,8 +85,8 @@ def plan(
     serializer = spec.serializer(context={"user": user})
     seen: dict[Any, int] = {}
     plans = []
-    for index, values in enumerate(rows):
-        row = RowPlan(line=FIRST_DATA_LINE + index, values=values)
+    for line, values in rows:  # (line, values) pairs, as files.parse() gives them
+        row = RowPlan(line=line, values=values)
         plans.append(row)
         missing = {column: [REQUIRED] for column in REQUIRED_COLUMNS[kind] if not values.get(column)}
         if missing:
@@ -119,7 +117,7 @@ def _key(kind: str, values: dict[str, str]) -> Any:
         return values["student_number"]
     if kind == ImportKind.TEACHERS:
         return values["email"].lower()
-    return (values["grade"], values["name"])
+    return (values["grade"].lstrip("0"), values["name"])  # a level, as 04 and 4 name the same grade
 
 
 def _level(values: dict[str, str]) -> int:
@@ -149,15 +147,13 @@ def _data(kind: str, values: dict[str, str], known: _School) -> tuple[dict[str, 
     grade = known.grades.get(level)
     if grade is None:
         raise ValidationError({"grade": NO_GRADE.format(school=school, level=level)})
-    email = values.get("homeroom_teacher", "")
-    teacher = known.teachers.get(email.lower()) if email else None
-    if email and teacher is None:
-        raise ValidationError({"homeroom_teacher": NO_TEACHER.format(school=school, email=email)})
-    class_data: dict[str, Any] = {
-        "grade": grade.pk,
-        "name": values["name"],
-        "homeroom_teacher": teacher.pk if teacher else None,
-    }
+    class_data: dict[str, Any] = {"grade": grade.pk, "name": values["name"]}
+    if "homeroom_teacher" in values:  # a file without the column leaves homeroom teachers as they are
+        email = values["homeroom_teacher"]
+        teacher = known.teachers.get(email.lower()) if email else None
+        if email and teacher is None:
+            raise ValidationError({"homeroom_teacher": NO_TEACHER.format(school=school, email=email)})
+        class_data["homeroom_teacher"] = teacher.pk if teacher else None
     return class_data, known.classes.get((level, values["name"]))
 
 

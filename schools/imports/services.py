@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import ConflictError
@@ -20,7 +20,7 @@ from schools.imports.plans import Action, RowPlan, plan, row_errors
 from schools.models import School
 from schools.services import record_create, record_update
 from sync import lanes
-from sync.models import OPEN_STATUSES, OperationLog, SyncLane
+from sync.models import OPEN_STATUSES, EntryStatus, OperationLog, SyncLane
 from sync.recorder import lock_lanes
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ def permission_refusal(user: User, kind: str) -> str | None:
     return MAY_NOT_IMPORT.format(kind=kind, permissions=" and ".join(needed))
 
 
-def import_preview(*, kind: str, school: School, upload: UploadedFile, user: User) -> tuple[Preview, list[dict]]:
+def import_preview(
+    *, kind: str, school: School, upload: UploadedFile, user: User
+) -> tuple[Preview, list[tuple[int, dict[str, str]]]]:
     """What importing the file would do, row by row, and its rows; writes nothing."""
     rows = files.parse(upload, kind)
     return Preview(plan(kind, school, rows, user)), rows
@@ -128,10 +130,13 @@ def import_run(import_id) -> None:
             _write(record_import)
     except ImportRefused as refused:
         _fail(import_id, [_error(row) for row in refused.plans if row.errors])
-    except (ValidationError, ConflictError, DatabaseError) as exc:
-        # DatabaseError: the transaction is rolled back; the rows are checked again on a new run.
+    except (ValidationError, ConflictError, IntegrityError) as exc:
         _fail(import_id, [{"line": None, "errors": {"row": [str(exc)]}}])
         logger.warning("import %s failed: %s", import_id, exc)
+    except DatabaseError:
+        # The database went away or a deadlock was broken: nothing was written, and the import
+        # stays queued for the sweep to run again.
+        logger.warning("import %s rolled back; it runs again from the sweep", import_id, exc_info=True)
 
 
 def _write(record_import: RecordImport) -> None:
@@ -175,7 +180,7 @@ def _write(record_import: RecordImport) -> None:
         started_at=started,
         finished_at=timezone.now(),
     )
-    transaction.on_commit(lambda: cache.delete(_progress_key(record_import.pk)))
+    transaction.on_commit(lambda: _forget_progress(record_import.pk))
     logger.info("import %s done: %s", record_import.pk, counts)
 
 
@@ -183,7 +188,7 @@ def _fail(import_id, errors: list[dict]) -> None:
     RecordImport.objects.filter(pk=import_id, status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]).update(
         status=ImportStatus.FAILED, errors=errors, finished_at=timezone.now()
     )
-    cache.delete(_progress_key(import_id))
+    _forget_progress(import_id)
 
 
 def _error(row: RowPlan) -> dict:
@@ -195,14 +200,29 @@ def _progress_key(import_id) -> str:
 
 
 def _set_progress(import_id, rows_done: int) -> None:
-    cache.set(_progress_key(import_id), rows_done, PROGRESS_TTL_SECONDS)
+    """Best effort: with the cache down an import is written all the same, only not followed."""
+    try:
+        cache.set(_progress_key(import_id), rows_done, PROGRESS_TTL_SECONDS)
+    except Exception:  # the cache's client raises its own connection errors
+        logger.warning("import %s: progress not kept, the cache is unavailable", import_id, exc_info=True)
+
+
+def _forget_progress(import_id) -> None:
+    try:
+        cache.delete(_progress_key(import_id))
+    except Exception:
+        logger.warning("import %s: progress not cleared, the cache is unavailable", import_id, exc_info=True)
 
 
 def progress(record_import: RecordImport) -> tuple[str, int]:
     """The import's status and rows done: while it runs, as far as its worker has told."""
     if record_import.status != ImportStatus.QUEUED:
         return record_import.status, record_import.rows_done
-    rows_done = cache.get(_progress_key(record_import.pk))
+    try:
+        rows_done = cache.get(_progress_key(record_import.pk))
+    except Exception:
+        logger.warning("import %s: progress unknown, the cache is unavailable", record_import.pk, exc_info=True)
+        rows_done = None
     if rows_done is None:
         return record_import.status, 0
     return ImportStatus.RUNNING, rows_done
@@ -222,6 +242,7 @@ def delivery(record_import: RecordImport, now: datetime) -> dict | None:
     )
     total = record_import.last_sequence - record_import.first_sequence + 1
     delivered = entries.filter(pushed_at__isnull=False).count()
+    cancelled = entries.filter(status=EntryStatus.CANCELLED).count()
     ahead = OperationLog.objects.filter(
         lane_id=lane, sequence__lte=record_import.last_sequence, status__in=OPEN_STATUSES
     ).count()
@@ -233,6 +254,7 @@ def delivery(record_import: RecordImport, now: datetime) -> dict | None:
     return {
         "entries": total,
         "delivered": delivered,
+        "cancelled": cancelled,
         "to_send_before_done": ahead,
         "push_rate_per_minute": round(rate * 60, 1),
         "eta_seconds": round(eta_seconds, 1) if eta_seconds is not None else None,
@@ -241,14 +263,18 @@ def delivery(record_import: RecordImport, now: datetime) -> dict | None:
 
 
 def sweep(now: datetime) -> int:
-    """Queue again the imports whose task was lost (a broker restart): queued, and silent for a while."""
-    stalled = [
-        record_import.pk
-        for record_import in RecordImport.objects.filter(
-            status=ImportStatus.QUEUED, created_at__lt=now - timedelta(seconds=STALLED_AFTER_SECONDS)
+    """Queue again the imports whose task was lost (a broker restart, a rolled-back run).
+
+    A running import holds its row lock, so the rows that can be locked are waiting; each
+    is queued again at most once every STALLED_AFTER_SECONDS.
+    """
+    with transaction.atomic():
+        stalled = list(
+            RecordImport.objects.select_for_update(skip_locked=True)
+            .filter(status=ImportStatus.QUEUED, queued_at__lt=now - timedelta(seconds=STALLED_AFTER_SECONDS))
+            .values_list("pk", flat=True)
         )
-        if cache.get(_progress_key(record_import.pk)) is None
-    ]
+        RecordImport.objects.filter(pk__in=stalled).update(queued_at=now)
     for import_id in stalled:
         _queue(import_id)
     return len(stalled)

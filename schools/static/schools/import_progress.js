@@ -28,8 +28,9 @@
 
   function deliveryText(delivery) {
     const received = delivery.delivered + " of " + delivery.entries + " entries received by the other system";
-    if (delivery.delivered >= delivery.entries) {
-      return "All " + delivery.entries + " entries received by the other system.";
+    const cancelled = delivery.cancelled ? " (" + delivery.cancelled + " cancelled by an operator)" : "";
+    if (delivery.to_send_before_done === 0) {
+      return received + cancelled + "; nothing more to send.";
     }
     if (delivery.eta_seconds === null) {
       return received + "; no estimate yet: the lane has sent nothing in the last " + rateWindowMinutes + " minutes.";
@@ -43,7 +44,7 @@
 
   function deliveredAll(importState) {
     const delivery = importState.delivery;
-    return delivery === null || delivery.delivered >= delivery.entries;
+    return delivery === null || delivery.to_send_before_done === 0;
   }
 
   async function poll() {

@@ -224,7 +224,7 @@ def test_the_import_page_offers_the_schools_records_for_download(client, school,
     downloaded = client.get(students_csv)
     assert downloaded.status_code == 200
     assert downloaded["Content-Type"] == "text/csv"
-    lines = downloaded.content.decode().splitlines()
+    lines = downloaded.content.decode("utf-8-sig").splitlines()
     assert lines[0] == STUDENT_HEADER.strip()
     assert lines[1].startswith("S7,Ada,")
     sheet = openpyxl.load_workbook(io.BytesIO(client.get(students_xlsx).content)).active

@@ -159,7 +159,7 @@ def test_an_xlsx_file_and_the_export_round_trip(school, registrar):
 
     exported_csv = client.get(f"{URL}export/", {"school": school.pk, "kind": "students"})
     assert exported_csv["Content-Type"] == "text/csv"
-    assert exported_csv.content.decode().splitlines()[0] == ",".join(files.COLUMNS["students"])
+    assert exported_csv.content.decode("utf-8-sig").splitlines()[0] == ",".join(files.COLUMNS["students"])
 
 
 def test_files_that_cannot_be_imported_are_refused_with_the_reason(school, registrar, settings):
@@ -262,7 +262,7 @@ def test_previewing_a_re_import_reads_one_reference_per_row_and_no_record(school
     client = api_client_for(registrar)
 
     def queries_for_preview() -> int:
-        exported = client.get(f"{URL}export/", {"school": school.pk, "kind": "students"}).content.decode()
+        exported = client.get(f"{URL}export/", {"school": school.pk, "kind": "students"}).content.decode("utf-8-sig")
         with CaptureQueriesContext(connection) as captured:
             rows = post(client, csv(exported), school, dry_run=True).json()["rows"]
         assert {row["action"] for row in rows} == {"unchanged"}
@@ -273,3 +273,133 @@ def test_previewing_a_re_import_reads_one_reference_per_row_and_no_record(school
     for _ in range(10):
         StudentFactory(school_class=four_a)
     assert queries_for_preview() == few + 10  # the class each row names, checked as the API checks it
+
+
+# --- Files as spreadsheets make them ------------------------------------------------------------
+
+
+def test_exported_values_a_spreadsheet_would_run_as_formulas_stay_text_and_come_back(school, registrar):
+    four_a = SchoolClass.objects.get(name="4A")
+    StudentFactory(school_class=four_a, student_number="@SUM(1)", first_name='=HYPERLINK("x")', last_name="+1")
+    client = api_client_for(registrar)
+
+    exported = client.get(f"{URL}export/", {"school": school.pk, "kind": "students"}).content.decode("utf-8-sig")
+    assert exported.splitlines()[1].startswith('\'@SUM(1),"\'=HYPERLINK(""x"")",\'+1,')
+    workbook = client.get(f"{URL}export/", {"school": school.pk, "kind": "students", "file_format": "xlsx"})
+    sheet = openpyxl.load_workbook(io.BytesIO(workbook.content)).active
+    assert {cell.data_type for cell in sheet[2]} <= {"s", "n"}  # no formula cell
+
+    preview = post(client, csv(exported), school, dry_run=True).json()
+    assert [row["action"] for row in preview["rows"]] == ["unchanged"]
+
+
+def test_blank_rows_are_left_out_and_lines_keep_their_numbers(school, registrar):
+    text = STUDENT_HEADER + "S1,A,B,4,4A\n,,,,\nS2,C,D,4,4Z\n,,,,\n"
+    rows = post(api_client_for(registrar), csv(text), school, dry_run=True).json()["rows"]
+    assert [(row["line"], row["action"]) for row in rows] == [(2, "create"), (4, "error")]
+
+
+def test_a_file_naming_a_column_twice_or_saved_by_windows_excel(school, registrar):
+    client = api_client_for(registrar)
+    doubled = post(client, csv("student_number,first_name,last_name,last_name,grade,class\n"), school, dry_run=True)
+    assert doubled.json() == {"file": [files.DOUBLED_COLUMNS.format(columns="last_name")]}
+    cp1252 = SimpleUploadedFile("students.csv", (STUDENT_HEADER + "S1,Léa,Müller,4,4A\n").encode("cp1252"))
+    rows = post(client, cp1252, school, dry_run=True).json()["rows"]
+    assert rows[0]["values"]["first_name"] == "Léa"
+
+
+def test_a_classes_file_without_homeroom_teachers_leaves_them_as_they_are(school, registrar):
+    teacher = TeacherFactory(school=school)
+    SchoolClass.objects.filter(name="4A").update(homeroom_teacher=teacher)
+    rows = post(api_client_for(registrar), csv("grade,name\n4,4A\n04,4C\n4,4C\n", "c.csv"), school, "classes", True)
+    assert [(row["action"], list(row["errors"])) for row in rows.json()["rows"]] == [
+        ("unchanged", []),
+        ("create", []),
+        ("error", ["name"]),  # 04 and 4 are one grade
+    ]
+
+
+def test_the_estimate_counts_cancelled_entries_as_settled(school, registrar):
+    response = post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\nS2,C,D,4,4B\n"), school)
+    services.import_run(response.json()["id"])
+    record_import = RecordImport.objects.get()
+    entries = OperationLog.objects.filter(lane=record_import.lane).order_by("sequence")
+    entries.exclude(sequence=record_import.last_sequence).update(status=EntryStatus.SUCCEEDED, pushed_at=timezone.now())
+    entries.filter(sequence=record_import.last_sequence).update(status=EntryStatus.CANCELLED)
+    figures = services.delivery(record_import, timezone.now())
+    assert (figures["delivered"], figures["cancelled"], figures["to_send_before_done"]) == (1, 1, 0)
+
+
+def test_the_sweep_queues_a_waiting_import_again_once_and_never_a_running_one(school, registrar, monkeypatch):
+    from datetime import timedelta
+
+    queued = []
+    monkeypatch.setattr(services, "_queue", queued.append)
+    post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\n"), school)
+    record_import = RecordImport.objects.get()
+    later = timezone.now() + timedelta(seconds=services.STALLED_AFTER_SECONDS + 1)
+    assert services.sweep(later) == 1
+    assert services.sweep(later) == 0  # once a window
+    assert queued == [record_import.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_passes_by_an_import_whose_run_holds_it(school, registrar, monkeypatch):
+    import threading
+    from datetime import timedelta
+
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks that other transactions skip are PostgreSQL's")
+    monkeypatch.setattr(services, "_queue", lambda import_id: None)
+    post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\n"), school)
+    record_import = RecordImport.objects.get()
+    later = timezone.now() + timedelta(seconds=services.STALLED_AFTER_SECONDS + 1)
+    held, release = threading.Event(), threading.Event()
+
+    def run_holding_the_row():
+        with transaction.atomic():
+            RecordImport.objects.select_for_update().get(pk=record_import.pk)
+            held.set()
+            release.wait(timeout=10)
+        connection.close()
+
+    running = threading.Thread(target=run_holding_the_row)
+    running.start()
+    try:
+        assert held.wait(timeout=10)
+        assert services.sweep(later) == 0
+    finally:
+        release.set()
+        running.join()
+    assert services.sweep(later) == 1
+
+
+def test_an_import_is_written_when_the_cache_is_down(school, registrar, monkeypatch):
+    response = post(api_client_for(registrar), csv(STUDENT_HEADER + "S1,A,B,4,4A\n"), school)
+
+    def unavailable(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(services.cache, "set", unavailable)
+    monkeypatch.setattr(services.cache, "get", unavailable)
+    monkeypatch.setattr(services.cache, "delete", unavailable)
+    services.import_run(response.json()["id"])
+    record_import = RecordImport.objects.get()
+    assert services.progress(record_import) == ("done", 1)
+
+
+def test_a_file_far_above_the_limit_is_refused_before_its_cells_are_read(school, registrar):
+    rows = files.MAX_IMPORT_ROWS * 2 + 1
+    sheet = openpyxl.Workbook()
+    sheet.active.append(files.COLUMNS["students"])
+    for n in range(rows):
+        sheet.active.append([f"N{n}", "A", "B", 4, "4A"])
+    content = io.BytesIO()
+    sheet.save(content)
+    upload = SimpleUploadedFile("students.xlsx", content.getvalue())
+    response = post(api_client_for(registrar), upload, school, dry_run=True)
+    assert response.json() == {
+        "file": [files.TOO_MANY_ROWS.format(rows=f"about {rows:,}", limit=files.MAX_IMPORT_ROWS)]
+    }
