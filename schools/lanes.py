@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from django.db import models, transaction
+from django.db import OperationalError, connection, models, transaction
 
 from config.errors import ConflictError
 from schools.models import Grade, School, SchoolClass, Student, Teacher, school_id_of
@@ -17,6 +17,18 @@ LANE_LOCK_ATTEMPTS = 5
 LANES_KEEP_CHANGING = (
     "The records this change involves kept changing schools meanwhile; nothing was changed. Try again."
 )
+LANE_WAIT_SECONDS = 20
+"""How long a write waits for its lanes — behind an import, which holds its school's lane
+while it writes — before it is refused; below the web server's 30 s timeout."""
+LANES_BUSY = (
+    "The school's records are being written by a long operation (an import); nothing was changed. "
+    "Try again in a minute."
+)
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout
+
+
+class LanesBusyError(ConflictError):
+    """A write waited LANE_WAIT_SECONDS for its lanes and gave up."""
 
 
 class LanesMissing(Exception):
@@ -40,11 +52,23 @@ def in_lanes(write: Callable[[frozenset[str]], T], first_guess: Iterable[str]) -
     for _ in range(LANE_LOCK_ATTEMPTS):
         try:
             with transaction.atomic():
+                _wait_at_most(LANE_WAIT_SECONDS)
                 lock_lanes(locked)
                 return write(frozenset(locked))
         except LanesMissing as missing:
             locked |= missing.lanes
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise LanesBusyError(LANES_BUSY) from exc
+            raise
     raise ConflictError(LANES_KEEP_CHANGING)
+
+
+def _wait_at_most(seconds: float) -> None:
+    """Lock waits of the rest of this transaction end after ``seconds`` (PostgreSQL; SQLite has its own timeout)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{int(seconds * 1000)}ms"])
 
 
 def require(needed: Iterable[str], locked: frozenset[str]) -> None:

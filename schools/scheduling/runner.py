@@ -14,6 +14,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from config.errors import ConflictError
+from schools.lanes import LanesBusyError
 from schools.scheduling import wakeups
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
 from schools.scheduling.validation import MODELS, creator_refusal, error_text, prepare
@@ -172,6 +173,9 @@ def _execute_in_savepoint(change: ScheduledChange) -> str:
                 raise _ClaimLost
     except _ClaimLost:
         return "taken over by another worker; not applied here"
+    except LanesBusyError as exc:  # an import holds the school's lane: later, not never
+        _retry_later(change, str(exc))
+        return "to be retried"
     except (ValidationError, ConflictError, IntegrityError) as exc:
         _fail(change, error_text(exc))
         return "failed"
