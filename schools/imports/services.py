@@ -30,8 +30,9 @@ PROGRESS_EVERY_ROWS = 25
 PROGRESS_TTL_SECONDS = 24 * 60 * 60
 RATE_WINDOW_SECONDS = 300
 """The recent past over which a lane's push rate is measured for the delivery estimate."""
-STALLED_AFTER_SECONDS = 120
-"""A queued import that has shown no progress for this long lost its task: the sweep queues it again."""
+STALLED_AFTER_SECONDS = 30
+"""A queued import no run holds, this long after its task was sent, lost it (a broker restart, a worker
+killed on a broker that redelivers only after a visibility timeout): the sweep queues it again."""
 
 IMPORT_PERMISSIONS = ("add", "change")
 MAY_NOT_IMPORT = "You may not import {kind}: it needs {permissions}."

@@ -17,7 +17,7 @@ def create_job(apps, schema_editor):
             "interval": every_minute,
             "expire_seconds": 60,
             "enabled": True,
-            "description": "Queues again imports that have waited two minutes without a worker taking them.",
+            "description": "Queues again imports whose task was lost: waiting, held by no run, sent 30 s ago or more.",
         },
     )
     # What PeriodicTask.save() does through its signal: a running beat reloads its schedule.
