@@ -104,8 +104,10 @@ class ImportSerializer(serializers.ModelSerializer):
     def get_rows_done(self, record_import) -> int:
         return progress(record_import)[1]
 
-    @extend_schema_field(DeliverySerializer(allow_null=True))
+    @extend_schema_field(DeliverySerializer(allow_null=True, help_text="On the import's own page, once written."))
     def get_delivery(self, record_import):
+        if self.context.get("view") is not None and self.context["view"].action == "list":
+            return None  # four counts per import: on its own page only, not per item of a list
         figures = delivery(record_import, timezone.now())
         return DeliverySerializer(figures).data if figures is not None else None
 

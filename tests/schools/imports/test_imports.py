@@ -403,3 +403,26 @@ def test_a_file_far_above_the_limit_is_refused_before_its_cells_are_read(school,
     assert response.json() == {
         "file": [files.TOO_MANY_ROWS.format(rows=f"about {rows:,}", limit=files.MAX_IMPORT_ROWS)]
     }
+
+
+def test_the_list_of_imports_costs_the_same_for_one_import_or_ten(school, registrar):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = api_client_for(registrar)
+
+    def queries_for_list() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(URL).status_code == 200
+        return len(captured)
+
+    def an_import(number: int) -> None:
+        response = post(client, csv(STUDENT_HEADER + f"L{number},A,B,4,4A\n"), school)
+        services.import_run(response.json()["id"])
+
+    an_import(0)
+    one = queries_for_list()
+    for number in range(1, 10):
+        an_import(number)
+    assert queries_for_list() == one
+    assert client.get(URL).json()["results"][0]["delivery"] is None
