@@ -64,12 +64,6 @@ def school_ids(user: AnyUser) -> frozenset[int] | None:
     return cached
 
 
-def forget(user: AnyUser) -> None:
-    """Read the user's memberships again on the next check (after they changed)."""
-    if hasattr(user, _CACHE_ATTRIBUTE):
-        delattr(user, _CACHE_ATTRIBUTE)
-
-
 def may_access(user: AnyUser, school_ids_wanted: Iterable[int | None]) -> bool:
     """Whether the user may act on every one of these schools (None: a school not created yet)."""
     allowed = school_ids(user)

@@ -16,7 +16,7 @@ from config.errors import ConflictError
 from schools import access
 from schools.imports import files
 from schools.imports.models import ImportKind, ImportStatus, RecordImport
-from schools.imports.plans import Action, RowPlan, plan, row_errors
+from schools.imports.plans import KINDS, Action, RowPlan, plan, row_errors
 from schools.models import School
 from schools.services import record_create, record_update
 from sync import lanes
@@ -62,22 +62,23 @@ class Preview:
         return any(row.errors for row in self.plans)
 
 
-MODEL_NAMES = {ImportKind.STUDENTS: "student", ImportKind.TEACHERS: "teacher", ImportKind.CLASSES: "schoolclass"}
+def _permission(action: str, kind: str) -> str:
+    model = KINDS[ImportKind(kind)].model._meta
+    return f"{model.app_label}.{action}_{model.model_name}"
 
 
 def readable_kinds(user: User) -> list[str]:
     """The kinds whose records, and so imports, the user may read: with view, or change (as the admin counts it)."""
     return [
         kind
-        for kind, model in MODEL_NAMES.items()
-        if user.has_perm(f"schools.view_{model}") or user.has_perm(f"schools.change_{model}")
+        for kind in ImportKind.values
+        if user.has_perm(_permission("view", kind)) or user.has_perm(_permission("change", kind))
     ]
 
 
 def permission_refusal(user: User, kind: str) -> str | None:
     """Why the user may not import this kind of record anywhere; None if they may."""
-    model = MODEL_NAMES[ImportKind(kind)]
-    needed = [f"schools.{action}_{model}" for action in IMPORT_PERMISSIONS]
+    needed = [_permission(action, kind) for action in IMPORT_PERMISSIONS]
     if user.is_active and user.has_perms(needed):
         return None
     return MAY_NOT_IMPORT.format(kind=kind, permissions=" and ".join(needed))
@@ -154,8 +155,7 @@ def _write(record_import: RecordImport) -> None:
     if any(row.errors for row in plans):
         raise ImportRefused(plans)
     first = SyncLane.objects.get(pk=lane).next_sequence
-    model = {ImportKind.STUDENTS: "Student", ImportKind.TEACHERS: "Teacher", ImportKind.CLASSES: "SchoolClass"}
-    model_class = School._meta.apps.get_model("schools", model[ImportKind(kind)])
+    model_class = KINDS[ImportKind(kind)].model
     for done, row in enumerate(plans, start=1):
         try:
             if row.action == Action.CREATE:

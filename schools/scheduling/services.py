@@ -15,7 +15,7 @@ from django.utils import timezone
 from config.errors import ConflictError
 from schools.scheduling import wakeups
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
-from schools.scheduling.validation import prepare, school_of_change, targets, validate_as_immediate
+from schools.scheduling.validation import prepare, school_of_prepared, targets, validate_as_immediate
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def scheduled_changes_create(changes: Iterable[Mapping[str, Any]], *, actor: Use
                 operation=change["operation"],
                 target_id=change.get("target_id"),
                 data=data,
-                school_id=school_of_change(change["resource"], target, data),
+                school_id=school_of_prepared(prepared),
                 created_by=actor,
                 # In the batch's order, a microsecond apart: ties at execute_at run in creation order.
                 created_at=now + timedelta(microseconds=len(rows)),

@@ -23,11 +23,8 @@ UNKNOWN_FIELDS = "{fields}: not a field {resource} can be given (they are: {writ
 MAY_NOT = "You may not {operation} {resource} ({permission})."
 CREATOR_GONE = "The user who scheduled this change no longer exists."
 CREATOR_INACTIVE = "{user}, who scheduled this change, has been deactivated."
-CREATOR_LACKS_PERMISSION = "{user}, who scheduled this change, no longer has the permission {permission}."
+CREATOR_MAY_NOT = "{user}, who scheduled this change, may no longer make it: {reason}"
 CREATOR_NOT_MEMBER = "{user}, who scheduled this change, may no longer act on the school of the record it changes."
-CREATOR_NOT_DISTRICT = "{user}, who scheduled this change, no longer has district access; " + (
-    access.NEW_SCHOOL_NEEDS_DISTRICT
-)
 
 MODELS = {resource: (model, serializer) for model, (resource, serializer) in RESOURCES.items()}
 PERMISSION_ACTIONS = {Operation.CREATE: "add", Operation.UPDATE: "change", Operation.DELETE: "delete"}
@@ -71,15 +68,20 @@ def creator_refusal(change: ScheduledChange, target: models.Model | None) -> str
         return CREATOR_GONE
     if not creator.is_active:
         return CREATOR_INACTIVE.format(user=creator.username)
-    permission = required_permission(change.resource, change.operation)
-    if not creator.has_perm(permission):
-        return CREATOR_LACKS_PERMISSION.format(user=creator.username, permission=permission)
-    if change.resource == Resource.SCHOOLS and change.operation == Operation.CREATE:
-        return None if access.may_access(creator, [None]) else CREATOR_NOT_DISTRICT.format(user=creator.username)
+    refusal = permission_refusal(creator, change.resource, change.operation)
+    if refusal:
+        return CREATOR_MAY_NOT.format(user=creator.username, reason=refusal)
     school_id = school_of_change(change.resource, target, change.data)
     if school_id is not None and not access.may_access(creator, [school_id]):
         return CREATOR_NOT_MEMBER.format(user=creator.username)
     return None
+
+
+def school_of_prepared(prepared: "PreparedChange") -> int | None:
+    """The school a validated change belongs to, from the records its validation read: no query."""
+    if prepared.instance is not None:
+        return school_id_of(prepared.instance)
+    return school_id_of(prepared.model(**prepared.data))
 
 
 def school_of_change(resource: str, target: models.Model | None, data: Mapping[str, Any]) -> int | None:

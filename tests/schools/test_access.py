@@ -8,7 +8,7 @@ from config.permissions import RecordPermissions
 from schools.models import School, SchoolClass, SchoolMembership, Student
 from schools.scheduling import runner, validation
 from schools.scheduling.models import ScheduledChange, ScheduledChangeStatus
-from schools.scheduling.validation import CREATOR_INACTIVE, CREATOR_LACKS_PERMISSION, CREATOR_NOT_MEMBER
+from schools.scheduling.validation import CREATOR_INACTIVE, CREATOR_MAY_NOT, CREATOR_NOT_MEMBER, MAY_NOT
 from schools.services import NOT_IN_YOUR_SCHOOLS, record_update
 from tests.conftest import ALL_RECORD_PERMISSIONS, DISTRICT
 from tests.factories import GradeFactory, SchoolClassFactory, SchoolFactory, StudentFactory, TeacherFactory, UserFactory
@@ -182,6 +182,9 @@ def test_scheduled_changes_belong_to_their_schools(schools):
     }
     assert client.post(URL, new_student).status_code == 400
     assert ScheduledChange.objects.count() == 2
+    own_student = {**new_student, "data": {**new_student["data"], "school_class": mine.school_class.pk}}
+    created = client.post(URL, own_student)
+    assert ScheduledChange.objects.get(pk=created.json()["id"]).school_id == mine.school.pk  # its parent's school
 
 
 def test_a_scheduled_change_is_cancelled_by_its_creator_or_who_may_delete_it(schools):
@@ -226,7 +229,10 @@ def test_a_scheduled_change_runs_with_the_rights_its_creator_has_when_it_runs(sc
     mine.school_class.refresh_from_db()
     reasons = {
         "activity": CREATOR_INACTIVE.format(user=creator.username),
-        "permission": CREATOR_LACKS_PERMISSION.format(user=creator.username, permission="schools.change_schoolclass"),
+        "permission": CREATOR_MAY_NOT.format(
+            user=creator.username,
+            reason=MAY_NOT.format(operation="update", resource="classes", permission="schools.change_schoolclass"),
+        ),
         "membership": CREATOR_NOT_MEMBER.format(user=creator.username),
     }
     if loses == "nothing":
