@@ -18,7 +18,6 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from config.api import signed_in_user
-from schools import access
 from schools.imports import files
 from schools.imports.models import ImportKind, RecordImport
 from schools.imports.plans import KINDS, Action, RowPlan
@@ -31,6 +30,7 @@ from schools.imports.services import (
     permission_refusal,
     progress,
     readable_kinds,
+    visible_to,
 )
 from schools.models import School
 
@@ -219,8 +219,7 @@ def _hold(upload: UploadedFile, **owner: object) -> str:
 
 def _visible_imports(request: HttpRequest):
     """The imports the user may follow, as the API shows them: of their schools, of kinds they may read."""
-    imports = RecordImport.objects.select_related("created_by")
-    return access.scoped(imports, signed_in_user(request)).filter(kind__in=_readable_kinds(request))
+    return visible_to(signed_in_user(request), RecordImport.objects.select_related("created_by"))
 
 
 def _readable_kinds(request: HttpRequest) -> list[str]:

@@ -13,7 +13,6 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from config.api import signed_in_user
-from schools import access
 from schools.imports import files
 from schools.imports.models import ImportKind, ImportStatus, RecordImport
 from schools.imports.plans import RowPlan
@@ -26,6 +25,7 @@ from schools.imports.services import (
     permission_refusal,
     progress,
     readable_kinds,
+    visible_to,
 )
 from schools.models import School
 from schools.serializers import InUsersSchoolsField
@@ -131,8 +131,7 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     ordering = ["-created_at"]
 
     def get_queryset(self):
-        kinds = readable_kinds(signed_in_user(self.request))
-        return access.scoped(super().get_queryset(), self.request.user).filter(kind__in=kinds)
+        return visible_to(signed_in_user(self.request), super().get_queryset())
 
     @extend_schema(
         request={"multipart/form-data": ImportRequestSerializer},

@@ -10,6 +10,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from config.errors import ConflictError
@@ -74,6 +75,11 @@ def readable_kinds(user: User) -> list[str]:
         for kind in ImportKind.values
         if user.has_perm(_permission("view", kind)) or user.has_perm(_permission("change", kind))
     ]
+
+
+def visible_to(user: User, imports: QuerySet[RecordImport]) -> QuerySet[RecordImport]:
+    """The imports the user may follow: into their schools, of kinds whose records they may read."""
+    return access.scoped(imports, user).filter(kind__in=readable_kinds(user))
 
 
 def permission_refusal(user: User, kind: str) -> str | None:
